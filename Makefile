@@ -1,0 +1,34 @@
+# The quick start is `make demo` and `make test`; each sets up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HPOD := $(VENV)/bin/hpod
+
+.PHONY: setup demo test test-all lint format
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: 2.13.0 is the CPU build on this machine's disk; an unpinned torch
+# would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(HPOD) run --budget 100K --horizon h5 --job jobs/tiny.yaml --max-epochs 6
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m ""
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

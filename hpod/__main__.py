@@ -1,0 +1,5 @@
+import sys
+
+from hpod.cli import main
+
+sys.exit(main())

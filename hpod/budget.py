@@ -1,0 +1,47 @@
+"""Parameter budgets (`2M`, `1.5M`, `500K`, `2B`, `123456`) and forecast horizons (`h5`)."""
+
+from __future__ import annotations
+
+import re
+
+from hpod.errors import HpodError
+
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9}
+_BUDGET = re.compile(r"^(\d+(?:\.\d+)?)([KMB]?)$", re.IGNORECASE)
+_HORIZON = re.compile(r"^h([1-9]\d*)$", re.IGNORECASE)
+
+
+def parse_budget(text: str) -> int:
+    """Parse a budget into a parameter count; reject anything that is not a positive count."""
+    match = _BUDGET.match(text.strip())
+    if match is None:
+        raise HpodError(f"budget {text!r} is not a count such as 2M, 1.5M, 500K, 2B or 123456")
+    number, suffix = match.groups()
+    value = float(number) * _SUFFIX[suffix.upper()]
+    if value < 1 or value != int(value):
+        raise HpodError(f"budget {text!r} must be a whole, positive number of parameters")
+    return int(value)
+
+
+def parse_horizon(text: str) -> int:
+    """Parse `hN` (N >= 1 trading days) into N."""
+    match = _HORIZON.match(text.strip())
+    if match is None:
+        raise HpodError(f"horizon {text!r} is not of the form hN with N >= 1 (h1, h3, h5)")
+    return int(match.group(1))
+
+
+def format_budget(count: int) -> str:
+    """Write a count the way users type budgets: 2000000 -> 2M, 1500000 -> 1.5M."""
+    for suffix, scale in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if count >= scale and (count * 10) % scale == 0:
+            return f"{count / scale:g}{suffix}"
+    return str(count)
+
+
+def parse_list(text: str, parse) -> list:
+    """Parse a comma-separated list (`2M,20M`), keeping order and dropping repeats."""
+    items = [parse(part) for part in text.split(",") if part.strip()]
+    if not items:
+        raise HpodError(f"empty list {text!r}")
+    return list(dict.fromkeys(items))

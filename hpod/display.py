@@ -1,0 +1,97 @@
+"""What hpod shows a person in the terminal: tables and live progress (rich)."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hpod.grid import GridEntry
+from hpod.records import trial_row
+from hpod.search import FINISHED
+from hpod.train import EpochRecord
+
+
+def grid_table(entries: list[GridEntry], budget: int) -> Table:
+    table = Table(title=f"{len(entries)} architectures within the budget of {budget:,} parameters")
+    for name in ("key", "d_model", "n_layers", "n_heads", "d_ff", "params", "vs budget"):
+        table.add_column(name, justify="left" if name == "key" else "right")
+    for e in entries:
+        a = e.arch
+        table.add_row(
+            a.key, str(a.d_model), str(a.n_layers), str(a.n_heads), str(a.d_ff),
+            f"{e.params:,}", f"{e.params / budget - 1:+.1%}",
+        )  # fmt: skip
+    return table
+
+
+def trials_table(study: optuna.Study) -> Table:
+    """One row per trial; the best complete trial in bold."""
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(study)
+    table = Table(title=f"study {study.study_name}")
+    columns = ("#", "state", "arch", "params", "batch", "lr", "wd", "warmup", "dropout", "epochs", "val loss", "AUC")
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("state", "arch") else "right")
+    for trial in trials:
+        r = trial_row(trial)
+        table.add_row(
+            str(r["number"]), r["state"].lower(), r["arch"] or "-", _num(r["param_count"], ","),
+            f"{r['micro_batch']}x{r['accumulation_steps']}" if r["micro_batch"] is not None else "-",
+            _num(r["learning_rate"], ".1e"), _num(r["weight_decay"], ".1e"), _num(r["warmup_steps"], "d"),
+            _num(r["dropout"], ".2f"),
+            f"{_num(r['epochs_run'], 'd')}/{trial.user_attrs.get('epochs_planned', r['epochs'] or '-')}",
+            _num(r["val_loss"], ".4f"), _num(r["val_auc"], ".3f"),
+            style="bold" if best is not None and trial.number == best.number else None,
+        )  # fmt: skip
+    return table
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial, or None while there is none (Optuna raises instead)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(complete, key=lambda t: t.value, default=None)
+
+
+def _num(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+class StudyProgress:
+    """A live bar of finished trials with the running trial's epoch and losses."""
+
+    def __init__(self, console: Console, study: optuna.Study, target: int):
+        self.study = study
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        done = len(study.get_trials(deepcopy=False, states=FINISHED))
+        self.task = self.progress.add_task(study.study_name, total=target, completed=done, detail="")
+
+    def __enter__(self) -> StudyProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def on_epoch(self, number: int, record: EpochRecord) -> None:
+        detail = f"trial {number} epoch {record.epoch}: train {record.train_loss:.4f} val {record.val_loss:.4f}"
+        self.progress.update(self.task, detail=detail)
+
+    def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state in FINISHED:
+            self.progress.advance(self.task)
+        best = best_trial(study)
+        self.progress.update(self.task, detail="" if best is None else f"best {best.value:.4f} (trial {best.number})")

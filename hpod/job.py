@@ -1,0 +1,225 @@
+"""Job files: the search space, data and training settings of one kind of study, as YAML.
+
+Every field has the default of `jobs/architectural_search.yaml`; a job file overrides what it
+names, and a key it misspells is an error, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hpod.errors import HpodError
+
+TARGETS = ("threshold", "return", "column")
+PRUNERS = ("none", "median", "hyperband")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    path: str | None = None  # CSV or Parquet; None: the bundled S&P 500 series
+    target: str = "threshold"  # threshold (BCE) | return (MSE) | column (the named column, h rows ahead)
+    threshold_pct: float = 1.0  # threshold: close rises at least this many percent within h rows
+    price_column: str = "close"  # threshold and return targets derive from it
+    target_column: str | None = None  # for target: column
+    date_column: str | None = "date"  # rows are sorted by it when present
+    features: tuple[str, ...] | None = None  # None: derived from open/high/low/close/volume
+    context: int = 60  # rows per input window
+    patch_len: int = 10
+    stride: int = 5
+    split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train/val/test, chronological
+    min_val_samples: int = 500  # fewer validation samples than this: refuse the job
+
+    def __post_init__(self) -> None:
+        _check(self.target in TARGETS, f"data.target must be one of {TARGETS} but got {self.target!r}")
+        _check(self.target != "column" or self.target_column, "data.target: column needs data.target_column")
+        _check(self.threshold_pct > 0, f"data.threshold_pct must be positive but got {self.threshold_pct}")
+        _check(self.patch_len >= 1 and self.stride >= 1, "data.patch_len and data.stride must be >= 1")
+        _check(
+            self.context >= self.patch_len,
+            f"data.context ({self.context}) must be at least data.patch_len ({self.patch_len})",
+        )
+        _check(
+            len(self.split) == 3 and all(f > 0 for f in self.split) and abs(sum(self.split) - 1) < 1e-6,
+            f"data.split must be three positive fractions summing to 1 but got {list(self.split)}",
+        )
+        _check(self.min_val_samples >= 1, f"data.min_val_samples must be >= 1 but got {self.min_val_samples}")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    d_model: tuple[int, ...] = (64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+    n_layers: tuple[int, ...] = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 180, 192, 256)
+    n_heads: tuple[int, ...] = (2, 4, 8, 16, 32)  # only those dividing d_model are used
+    d_ff_mult: tuple[int, ...] = (2, 4)  # d_ff = d_model × each
+    tolerance: float = 0.25  # keep architectures within ±tolerance of the budget
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "d_ff_mult"):
+            values = getattr(self, name)
+            _check(values and all(v >= 1 for v in values), f"grid.{name} must be positive integers")
+        _check(0 < self.tolerance < 1, f"grid.tolerance must lie in (0, 1) but got {self.tolerance}")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    n_trials: int = 50  # finished (complete + pruned) trials per study
+    seed: int = 0
+    n_startup_trials: int = 20  # random trials before TPE models the space
+    forced_extremes: bool = True  # first trials: min/max d_model, n_layers, n_heads
+    learning_rate: tuple[float, ...] = (1e-4, 1e-3)  # log-uniform
+    weight_decay: tuple[float, ...] = (1e-4, 5e-3)  # log-uniform
+    warmup_steps: tuple[int, ...] = (100, 500, 100)  # low, high, step (optimizer steps)
+    epochs: tuple[int, ...] = (50, 75, 100)  # categorical
+    dropout: tuple[float, ...] = (0.1, 0.3)  # uniform
+    variation_dropout_delta: float = 0.08  # same architecture as the last trial and dropout
+    variation_epochs_delta: int = 20  # and epochs this close: move dropout to the far end of
+    variation_dropout: tuple[float, ...] = (0.12, 0.27)  # these two values
+    pruner: str = "hyperband"  # none | median | hyperband
+    max_failures: int = 5  # consecutive failed trials that stop a study
+
+    def __post_init__(self) -> None:
+        _check(self.n_trials >= 1, f"search.n_trials must be >= 1 but got {self.n_trials}")
+        _check(self.pruner in PRUNERS, f"search.pruner must be one of {PRUNERS} but got {self.pruner!r}")
+        for name in ("learning_rate", "weight_decay", "dropout", "variation_dropout"):
+            low, high = _pair(self, name)
+            _check(0 <= low < high, f"search.{name} must be [low, high] with 0 <= low < high")
+        _check(_pair(self, "learning_rate")[0] > 0, "search.learning_rate must be positive")
+        _check(_pair(self, "weight_decay")[0] > 0, "search.weight_decay must be positive")
+        _check(
+            len(self.warmup_steps) == 3 and 0 <= self.warmup_steps[0] <= self.warmup_steps[1],
+            f"search.warmup_steps must be [low, high, step] but got {list(self.warmup_steps)}",
+        )
+        _check(self.epochs and min(self.epochs) >= 1, "search.epochs must be positive integers")
+        _check(self.max_failures >= 1, f"search.max_failures must be >= 1 but got {self.max_failures}")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    effective_batch: int = 256  # samples per optimizer step (micro-batch × accumulation)
+    patience: int = 10  # epochs without a min_delta improvement before stopping
+    min_delta: float = 0.001
+    grad_clip: float = 1.0
+    head_dropout: float = 0.0
+    revin: bool = False
+    device: str = "auto"  # auto | cpu | cuda | mps
+    divergence_factor: float = 10.0  # val loss above this × a constant predictor's: diverged
+    max_epochs: int | None = None  # cap on the sampled epochs (--max-epochs)
+
+    def __post_init__(self) -> None:
+        _check(self.effective_batch >= 1, f"train.effective_batch must be >= 1 but got {self.effective_batch}")
+        _check(self.patience >= 1, f"train.patience must be >= 1 but got {self.patience}")
+        _check(self.min_delta >= 0, f"train.min_delta cannot be negative but got {self.min_delta}")
+        _check(self.device in ("auto", "cpu", "cuda", "mps"), f"train.device {self.device!r} is not auto/cpu/cuda/mps")
+        _check(self.max_epochs is None or self.max_epochs >= 1, f"max epochs must be >= 1 but got {self.max_epochs}")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str = "architectural_search"
+    data: DataSpec = field(default_factory=DataSpec)
+    grid: GridSpec = field(default_factory=GridSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    text: str = ""  # the YAML this was read from, kept with the study
+
+    def with_overrides(
+        self, *, data: str | None = None, trials: int | None = None, max_epochs: int | None = None
+    ) -> JobSpec:
+        """Apply command-line options on top of the job file."""
+        job = self
+        if data is not None:
+            job = dataclasses.replace(job, data=dataclasses.replace(job.data, path=data))
+        if trials is not None:
+            job = dataclasses.replace(job, search=dataclasses.replace(job.search, n_trials=trials))
+        if max_epochs is not None:
+            job = dataclasses.replace(job, train=dataclasses.replace(job.train, max_epochs=max_epochs))
+        return job
+
+
+_SECTIONS = {"data": DataSpec, "grid": GridSpec, "search": SearchSpec, "train": TrainSpec}
+
+
+def load_job(path: str | Path | None) -> JobSpec:
+    """Read a job file (None: the built-in architectural search); errors name the file and key."""
+    if path is None:
+        return JobSpec()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HpodError(f"job file {path}: cannot be read ({exc.strerror})") from None
+    return parse_job(text, source=str(path), default_name=path.stem)
+
+
+def parse_job(text: str, *, source: str = "<job>", default_name: str = "job") -> JobSpec:
+    """Build a JobSpec from YAML text."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise HpodError(f"job file {source}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise HpodError(f"job file {source}: expected a mapping of sections at the top level")
+    unknown = set(raw) - set(_SECTIONS) - {"name"}
+    if unknown:
+        raise HpodError(f"job file {source}: unknown section {sorted(unknown)[0]!r}")
+    try:
+        sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()}
+    except HpodError as exc:
+        raise HpodError(f"job file {source}: {exc}") from None
+    return JobSpec(name=str(raw.get("name", default_name)), text=text, **sections)
+
+
+def _build(cls: type, values: dict, section: str):
+    if not isinstance(values, dict):
+        raise HpodError(f"section {section!r} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise HpodError(f"unknown key {section}.{sorted(unknown)[0]}")
+    kwargs = {key: _coerce(value, hints[key], f"{section}.{key}") for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value, hint, where: str):
+    """Convert a YAML value to the field's type (YAML reads `1e-4` as a string)."""
+    if isinstance(hint, types.UnionType):
+        if value is None:
+            return None
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list | tuple):
+            raise HpodError(f"{where} must be a list but got {value!r}")
+        return tuple(_coerce(item, typing.get_args(hint)[0], where) for item in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise HpodError(f"{where} must be true or false but got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HpodError(f"{where} must be an integer but got {value!r}")
+        return value
+    if hint is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise HpodError(f"{where} must be a number but got {value!r}") from None
+    if not isinstance(value, str):
+        raise HpodError(f"{where} must be a string but got {value!r}")
+    return value
+
+
+def _pair(spec, name: str) -> tuple[float, float]:
+    values = getattr(spec, name)
+    _check(len(values) == 2, f"{name} must be [low, high] but got {list(values)}")
+    return values[0], values[1]
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise HpodError(message)

@@ -1,0 +1,83 @@
+"""One trial as a flat record: the trial log line, and the rows of `hpod export`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+from optuna.trial import FrozenTrial
+
+ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")
+PARAMS = ("learning_rate", "weight_decay", "warmup_steps", "dropout", "epochs")
+COLUMNS = (
+    "number", "state", "arch", *ARCH_FIELDS, "micro_batch", "accumulation_steps", *PARAMS,
+    "epochs_run", "best_epoch", "val_loss", "val_auc", "duration_s", "fail_reason",
+)  # fmt: skip
+
+
+def trial_row(trial: FrozenTrial) -> dict:
+    """Export columns of a trial; values it lacks (a trial failed early) are None."""
+    attrs = trial.user_attrs
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    row = {"number": trial.number, "state": trial.state.name, "arch": trial.params.get("arch")}
+    row |= {name: attrs.get(name) for name in (*ARCH_FIELDS, "micro_batch", "accumulation_steps")}
+    row |= {name: trial.params.get(name) for name in PARAMS}
+    row |= {
+        "epochs_run": attrs.get("epochs_run"),
+        "best_epoch": attrs.get("best_epoch"),
+        "val_loss": attrs.get("best_val_loss", trial.value),  # a pruned trial's value is its last epoch's
+        "val_auc": attrs.get("val_auc"),
+        "duration_s": None if duration is None else round(duration, 3),
+        "fail_reason": attrs.get("fail_reason"),
+    }
+    return row
+
+
+def log_line(trial: FrozenTrial) -> str:
+    """The trial log line of DESIGN.md, from which `hpod import` can recover the trial."""
+    r = trial_row(trial)
+    planned = trial.user_attrs.get("epochs_planned", r["epochs"])
+    parts = [
+        f"d_model={r['d_model']}",
+        f"n_layers={r['n_layers']}",
+        f"n_heads={r['n_heads']}",
+        f"d_ff={r['d_ff']}",
+        f"params={_thousands(r['param_count'])}",
+        f"batch={r['micro_batch']}x{r['accumulation_steps']}",
+        f"learning_rate={_sci(r['learning_rate'])}",
+        f"weight_decay={_sci(r['weight_decay'])}",
+        f"warmup_steps={r['warmup_steps']}",
+        f"dropout={_fixed(r['dropout'], 2)}",
+        f"epochs={r['epochs_run'] if r['epochs_run'] is not None else 0}/{planned}",
+        f"state={r['state']}",
+        f"val_loss={_fixed(r['val_loss'], 4)}",
+    ]
+    if r["fail_reason"]:
+        parts.append(f"reason={r['fail_reason']}")
+    return f"Trial {trial.number}: " + ", ".join(parts)
+
+
+def export_text(trials: list[FrozenTrial], fmt: str) -> str:
+    """All trials as CSV or JSON text with the export columns."""
+    rows = [trial_row(t) for t in trials]
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return out.getvalue()
+
+
+def _thousands(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _sci(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1e}"
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "nan" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"

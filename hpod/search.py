@@ -1,0 +1,348 @@
+"""The Optuna study of one (job, budget, horizon): its sampler, pruner and objective.
+
+The architecture is sampled by key from the budget's grid; the first trials are forced to the
+grid's extremes; a trial that repeats the previous one's architecture and settings is pushed
+to the other end of the dropout range. Every sampled value is the value the trainer uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from hpod.budget import format_budget
+from hpod.data import Dataset, data_shape
+from hpod.errors import HpodError
+from hpod.grid import Arch, GridEntry, extremes, require_grid
+from hpod.guard import micro_batch_for
+from hpod.job import JobSpec, SearchSpec
+from hpod.records import log_line
+from hpod.train import EpochRecord, TrainConfig, TrainResult, pick_device, train
+
+log = logging.getLogger(__name__)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyFailed(HpodError):
+    """Too many trials in a row failed: the job, not one trial, is broken."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    job: JobSpec
+    budget: int
+    horizon: int
+    grid: list[GridEntry]
+
+    @property
+    def name(self) -> str:
+        return f"{self.job.name}-{format_budget(self.budget)}-h{self.horizon}"
+
+    @property
+    def max_epochs(self) -> int:
+        planned = max(self.job.search.epochs)
+        cap = self.job.train.max_epochs
+        return planned if cap is None else min(planned, cap)
+
+
+def plan_study(job: JobSpec, budget: int, horizon: int) -> StudyPlan:
+    """Everything a study needs that is known without data; errors if the grid is empty."""
+    return StudyPlan(job, budget, horizon, require_grid(job.grid, data_shape(job.data), budget))
+
+
+def distributions(search: SearchSpec, arch_keys: Sequence[str]) -> dict[str, BaseDistribution]:
+    """The search space, in the order the objective samples it (arch and epochs before dropout)."""
+    warmup_low, warmup_high, warmup_step = search.warmup_steps
+    return {
+        "arch": CategoricalDistribution(tuple(arch_keys)),
+        "learning_rate": FloatDistribution(*search.learning_rate, log=True),
+        "weight_decay": FloatDistribution(*search.weight_decay, log=True),
+        "warmup_steps": IntDistribution(warmup_low, warmup_high, step=warmup_step),
+        "epochs": CategoricalDistribution(search.epochs),
+        "dropout": FloatDistribution(*search.dropout),
+    }
+
+
+def suggest(trial: Trial, name: str, dist: BaseDistribution):
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+class VariationSampler(optuna.samplers.BaseSampler):
+    """Wraps a sampler and forces variation: a trial with the previous trial's architecture,
+    dropout within `variation_dropout_delta` and epochs within `variation_epochs_delta` gets
+    dropout from the far end of `variation_dropout` instead. The replaced system's TPE kept
+    re-sampling one architecture with near-identical settings."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, spec: SearchSpec):
+        self.base, self.spec = base, spec
+        self.varied: dict[int, float] = {}  # trial number -> the dropout the base sampler chose
+
+    def infer_relative_search_space(self, study, trial):
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        params = self.base.sample_relative(study, trial, search_space)
+        if {"arch", "epochs", "dropout"} <= params.keys():
+            fixed = trial.system_attrs.get("fixed_params", {})
+            arch, epochs = fixed.get("arch", params["arch"]), fixed.get("epochs", params["epochs"])
+            params["dropout"] = self._vary(study, trial, arch, epochs, params["dropout"])
+        return params
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        value = self.base.sample_independent(study, trial, param_name, param_distribution)
+        if param_name == "dropout" and {"arch", "epochs"} <= trial.params.keys():
+            value = self._vary(study, trial, trial.params["arch"], trial.params["epochs"], value)
+        return value
+
+    def before_trial(self, study, trial):
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+    def _vary(self, study, trial: FrozenTrial, arch: str, epochs: int, dropout: float) -> float:
+        previous = previous_trial(study, trial.number)
+        if previous is None or previous.params["arch"] != arch:
+            return dropout
+        last_dropout = previous.params["dropout"]
+        if (
+            abs(dropout - last_dropout) >= self.spec.variation_dropout_delta
+            or abs(epochs - previous.params["epochs"]) >= self.spec.variation_epochs_delta
+        ):
+            return dropout
+        low, high = self.spec.variation_dropout
+        forced = high if last_dropout < (low + high) / 2 else low
+        self.varied[trial.number] = dropout
+        log.info(
+            "trial %d repeats trial %d's %s: dropout %.3f -> %.2f", trial.number, previous.number, arch, dropout, forced
+        )
+        return forced
+
+
+def previous_trial(study: optuna.Study, number: int) -> FrozenTrial | None:
+    """The latest trial before `number` that sampled an architecture and a dropout."""
+    earlier = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.number < number and {"arch", "dropout", "epochs"} <= t.params.keys()
+    ]
+    return max(earlier, key=lambda t: t.number, default=None)
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, max_epochs // 10))
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+
+
+def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study or load it; a new one gets its metadata and forced extreme trials.
+
+    The sampler is seeded from the job's seed and the number of trials already in the study, so
+    a process that resumes the study does not replay the first process's random draws."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=plan.name,
+        direction="minimize",
+        load_if_exists=True,
+        pruner=make_pruner(plan.job.search.pruner, plan.max_epochs),
+    )
+    trials = study.get_trials(deepcopy=False)
+    search = plan.job.search
+    tpe = optuna.samplers.TPESampler(
+        n_startup_trials=search.n_startup_trials, seed=(search.seed * 1_000_003 + len(trials)) % 2**32
+    )
+    study.sampler = VariationSampler(tpe, search)
+    if not trials and not study.user_attrs:
+        for key, value in study_attrs(plan).items():
+            study.set_user_attr(key, value)
+        if search.forced_extremes:
+            for arch in extremes(plan.grid):
+                study.enqueue_trial({"arch": arch.key}, user_attrs={"forced_extreme": True})
+    return study
+
+
+def study_attrs(plan: StudyPlan) -> dict:
+    return {
+        "budget": plan.budget,
+        "horizon": plan.horizon,
+        "job_name": plan.job.name,
+        "job_text": plan.job.text,
+        "n_trials": plan.job.search.n_trials,
+        "grid_size": len(plan.grid),
+    }
+
+
+class Objective:
+    """Samples a trial's architecture and settings, trains it, returns its best val loss."""
+
+    def __init__(
+        self,
+        plan: StudyPlan,
+        dataset: Dataset,
+        sampler: VariationSampler,
+        on_epoch: Callable[[int, EpochRecord], None] | None = None,
+    ):
+        self.plan, self.dataset, self.sampler, self.on_epoch = plan, dataset, sampler, on_epoch
+        self.params_by_key = {e.arch.key: e.params for e in plan.grid}
+        self.device = pick_device(plan.job.train.device)
+
+    def __call__(self, trial: Trial) -> float:
+        space = distributions(self.plan.job.search, list(self.params_by_key))
+        params = {name: suggest(trial, name, dist) for name, dist in space.items()}
+        config = self.train_config(params, trial.number)
+        arch = Arch.from_key(params["arch"])
+        self.record_setup(trial, arch, config)
+        model_config = arch.model_config(
+            self.dataset.shape,
+            dropout=params["dropout"],
+            head_dropout=self.plan.job.train.head_dropout,
+            revin=self.plan.job.train.revin,
+        )
+        history: list[EpochRecord] = []
+        try:
+            result = train(model_config, config, self.dataset, lambda r: self.report(trial, r, history))
+        except optuna.TrialPruned:
+            record_history(trial, history)
+            raise
+        except Exception as exc:
+            record_history(trial, history)
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            raise
+        record_result(trial, result)
+        return result.best_val_loss
+
+    def train_config(self, params: dict, number: int) -> TrainConfig:
+        train_spec = self.plan.job.train
+        arch = Arch.from_key(params["arch"])
+        epochs = params["epochs"] if train_spec.max_epochs is None else min(params["epochs"], train_spec.max_epochs)
+        return TrainConfig(
+            learning_rate=params["learning_rate"],
+            weight_decay=params["weight_decay"],
+            warmup_steps=params["warmup_steps"],
+            epochs=epochs,
+            effective_batch=train_spec.effective_batch,
+            micro_batch=micro_batch_for(arch.d_model, arch.n_layers, train_spec.effective_batch),
+            patience=train_spec.patience,
+            min_delta=train_spec.min_delta,
+            grad_clip=train_spec.grad_clip,
+            divergence_factor=train_spec.divergence_factor,
+            seed=self.plan.job.search.seed + number,
+            device=self.device,
+        )
+
+    def record_setup(self, trial: Trial, arch: Arch, config: TrainConfig) -> None:
+        """Store what the trial will run before it runs, so a crash still leaves it readable."""
+        sizes = self.dataset.sizes()
+        attrs = {
+            "d_model": arch.d_model,
+            "n_layers": arch.n_layers,
+            "n_heads": arch.n_heads,
+            "d_ff": arch.d_ff,
+            "param_count": self.params_by_key[arch.key],
+            "micro_batch": config.micro_batch,
+            "accumulation_steps": config.accumulation_steps,
+            "epochs_planned": config.epochs,
+            "device": config.device,
+            "seed": config.seed,
+            **{f"n_{split}": n for split, n in sizes.items()},
+        }
+        if trial.number in self.sampler.varied:
+            attrs["dropout_before_variation"] = self.sampler.varied[trial.number]
+        if self.dataset.task == "binary":
+            val_targets = self.dataset.targets[self.dataset.splits["val"]]
+            attrs["val_positive_rate"] = float(val_targets.mean())
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+
+    def report(self, trial: Trial, record: EpochRecord, history: list[EpochRecord]) -> None:
+        history.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(trial.number, record)
+        trial.report(record.val_loss, record.epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {record.epoch} (val loss {record.val_loss:.4f})")
+
+
+def record_history(trial: Trial, history: list[EpochRecord]) -> None:
+    trial.set_user_attr("epochs_run", len(history))
+    trial.set_user_attr("learning_curve", [vars(r) for r in history])
+    if history:
+        best = min(history, key=lambda r: r.val_loss)
+        trial.set_user_attr("best_val_loss", best.val_loss)
+        trial.set_user_attr("best_epoch", best.epoch)
+
+
+def record_result(trial: Trial, result: TrainResult) -> None:
+    record_history(trial, result.history)
+    trial.set_user_attr("baseline_val_loss", result.baseline_val_loss)
+    if result.val_auc is not None:
+        trial.set_user_attr("val_auc", result.val_auc)
+
+
+class TrialLog:
+    """Optuna callback writing each finished trial's log line, durably, to a file and the log."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        line = log_line(trial)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        log.info("%s", line)
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count toward a job's target: complete and pruned ones."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_study(
+    study: optuna.Study,
+    objective: Objective,
+    target: int,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+) -> None:
+    """Run trials until `target` have finished; a failing trial fails alone, unless
+    `max_failures` fail in a row, which fails the study."""
+    max_failures = objective.plan.job.search.max_failures
+    ran: list[FrozenTrial] = []
+    failures = 0
+    while finished_count(study) < target:
+        study.optimize(
+            objective,
+            n_trials=1,
+            catch=(Exception,),
+            callbacks=[*callbacks, lambda _, trial: ran.append(trial)],
+            gc_after_trial=True,
+        )
+        failures = failures + 1 if ran[-1].state == TrialState.FAIL else 0
+        if failures >= max_failures:
+            reason = ran[-1].user_attrs.get("fail_reason", "unknown")
+            raise StudyFailed(f"study {study.study_name}: {failures} trials in a row failed (last: {reason})")

@@ -1,0 +1,52 @@
+"""The state directory: where everything hpod writes lives, and the Optuna storage in it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+ENV_VAR = "HPOD_HOME"
+SQLITE_TIMEOUT_S = 30  # readers such as `hpod status` must wait out a writer, not fail
+
+
+@dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    @classmethod
+    def resolve(cls, option: str | Path | None = None) -> StateDir:
+        """`--state-dir`, else $HPOD_HOME, else ./state."""
+        chosen = option if option is not None else os.environ.get(ENV_VAR) or "state"
+        return cls(Path(chosen).expanduser().absolute())
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.root / "optuna.db"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def create(self) -> StateDir:
+        """Make the directory tree, private to its owner (0700)."""
+        for path in (self.root, self.logs, self.checkpoints):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        return self
+
+    def storage_url(self, override: str | None = None) -> str:
+        return override if override is not None else f"sqlite:///{self.optuna_db}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a URL; SQLite gets a busy timeout so concurrent readers wait."""
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    return optuna.storages.RDBStorage(url)

@@ -1,0 +1,227 @@
+"""The trainer: AdamW with warm-up and linear decay, gradient accumulation, early stopping.
+
+It knows nothing of Optuna: the search passes `on_epoch`, which may raise to prune.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from hpod.data import Dataset
+from hpod.model import ModelConfig, PatchTST
+
+log = logging.getLogger(__name__)
+EVAL_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int  # optimizer steps of linear warm-up, then linear decay to 0
+    epochs: int  # planned epochs (the schedule's length); early stopping may end sooner
+    effective_batch: int = 256  # samples per optimizer step
+    micro_batch: int = 256  # samples per forward/backward; accumulation fills the rest
+    patience: int = 10
+    min_delta: float = 0.001
+    grad_clip: float = 1.0
+    divergence_factor: float = 10.0
+    seed: int = 0
+    device: str = "cpu"
+
+    @property
+    def accumulation_steps(self) -> int:
+        return math.ceil(self.effective_batch / self.micro_batch)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+
+
+@dataclass
+class TrainResult:
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    baseline_val_loss: float  # a constant predictor's val loss: the floor to beat
+    val_auc: float | None  # binary targets only, at the best epoch
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+class Diverged(RuntimeError):
+    """The loss became non-finite or blew far past a constant predictor's."""
+
+
+class EarlyStopping:
+    """Stop after `patience` epochs without an improvement of at least `min_delta`."""
+
+    def __init__(self, patience: int, min_delta: float):
+        self.patience, self.min_delta = patience, min_delta
+        self.reference: float | None = None
+        self.bad_epochs = 0
+
+    def step(self, val_loss: float) -> bool:
+        """Record an epoch's loss; True when training should stop."""
+        if self.reference is None or val_loss < self.reference - self.min_delta:
+            self.reference, self.bad_epochs = val_loss, 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+
+def pick_device(name: str) -> str:
+    """`auto` means the best accelerator present."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def loss_sum(logits: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "binary":
+        return F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
+    return F.mse_loss(logits.float(), targets, reduction="sum")
+
+
+def baseline_loss(dataset: Dataset) -> float:
+    """Val loss of predicting the train split's mean target for every sample."""
+    train_y, val_y = (dataset.targets[dataset.splits[s]] for s in ("train", "val"))
+    mean = train_y.mean().clamp(1e-6, 1 - 1e-6) if dataset.task == "binary" else train_y.mean()
+    constant = torch.logit(mean) if dataset.task == "binary" else mean
+    return loss_sum(constant.expand_as(val_y), val_y, dataset.task).item() / len(val_y)
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """ROC AUC by the rank-sum statistic; None when one class is absent."""
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = torch.empty(len(scores), dtype=torch.float64)
+    ranks[scores.argsort()] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    return float((ranks[labels > 0.5].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def make_optimizer(model: PatchTST, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW decaying matrices only: biases, norms and positions keep their scale (nanoGPT)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = config.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def accumulate_gradients(model, dataset: Dataset, batch: torch.Tensor, config: TrainConfig) -> float:
+    """Forward and backward one optimizer step's samples in micro-batches; returns the mean loss.
+
+    Each micro-batch's summed loss is divided by the whole batch size, so the gradient equals
+    that of one big batch whatever the micro-batch."""
+    total = 0.0
+    device_type = torch.device(config.device).type
+    for chunk in batch.split(config.micro_batch):
+        x = dataset.windows(chunk).to(config.device, non_blocking=True)
+        y = dataset.targets[chunk].to(config.device, non_blocking=True)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+            logits = model(x)
+        loss = loss_sum(logits, y, dataset.task) / len(batch)
+        loss.backward()
+        total += loss.detach()
+    return float(total)
+
+
+@torch.no_grad()
+def evaluate(model, dataset: Dataset, split: str, config: TrainConfig) -> tuple[float, torch.Tensor]:
+    """Mean loss over a whole split, and the model's outputs for it."""
+    model.eval()
+    device_type = torch.device(config.device).type
+    ends = dataset.splits[split]
+    outputs = []
+    for chunk in ends.split(EVAL_BATCH):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+            outputs.append(model(dataset.windows(chunk).to(config.device)).float().cpu())
+    scores = torch.cat(outputs)
+    return loss_sum(scores, dataset.targets[ends], dataset.task).item() / len(ends), scores
+
+
+def train_epoch(model, optimizer, schedule, dataset: Dataset, config: TrainConfig, generator) -> float:
+    model.train()
+    train_ends = dataset.splits["train"]
+    order = train_ends[torch.randperm(len(train_ends), generator=generator)]
+    losses = []
+    for step, batch in enumerate(order.split(config.effective_batch)):
+        loss = accumulate_gradients(model, dataset, batch, config)
+        if not math.isfinite(loss):
+            raise Diverged(f"train loss became {loss} at step {step}")
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        losses.append(loss)
+    return sum(losses) / len(losses)
+
+
+def train(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    dataset: Dataset,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Train to early stopping or the planned epochs; the result's loss is the best epoch's."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = PatchTST(model_config).to(config.device)
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(dataset.splits["train"]) / config.effective_batch)
+    schedule = make_schedule(optimizer, config, steps_per_epoch)
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    baseline = baseline_loss(dataset)
+    result = TrainResult(math.inf, -1, 0, baseline, None)
+    for epoch in range(config.epochs):
+        train_loss = train_epoch(model, optimizer, schedule, dataset, config, generator)
+        val_loss, scores = evaluate(model, dataset, "val", config)
+        check_divergence(val_loss, baseline, config.divergence_factor, epoch)
+        record = EpochRecord(epoch, train_loss, val_loss)
+        result.history.append(record)
+        result.epochs_run = epoch + 1
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, result.best_epoch = val_loss, epoch
+            if dataset.task == "binary":
+                result.val_auc = auc(scores, dataset.targets[dataset.splits["val"]])
+        if on_epoch is not None:
+            on_epoch(record)
+        if stopper.step(val_loss):
+            log.info("early stop at epoch %d: best %.4f at epoch %d", epoch, result.best_val_loss, result.best_epoch)
+            break
+    return result
+
+
+def check_divergence(val_loss: float, baseline: float, factor: float, epoch: int) -> None:
+    if not math.isfinite(val_loss):
+        raise Diverged(f"val loss became {val_loss} at epoch {epoch}")
+    if val_loss > factor * baseline:
+        raise Diverged(
+            f"val loss {val_loss:.4g} at epoch {epoch} exceeds {factor:g}x a constant predictor's {baseline:.4g}"
+        )

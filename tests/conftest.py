@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from hpod.data import load_dataset
+from hpod.job import JobSpec, load_job
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_JOB = ROOT / "jobs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_job() -> JobSpec:
+    return load_job(TINY_JOB)
+
+
+@pytest.fixture(scope="session")
+def dataset_h5():
+    return load_dataset(load_job(TINY_JOB).data, 5)
+
+
+@pytest.fixture
+def fast_job(tiny_job) -> JobSpec:
+    """The tiny job with one-to-two-epoch trials and no pruning, for tests that run trials."""
+    return dataclasses.replace(
+        tiny_job,
+        search=dataclasses.replace(tiny_job.search, epochs=(1, 2), pruner="none", n_trials=2),
+        train=dataclasses.replace(tiny_job.train, max_epochs=2),
+    )
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(monkeypatch, tmp_path):
+    """No test reads or writes the developer's own state directory."""
+    monkeypatch.setenv("HPOD_HOME", str(tmp_path / "home-state"))

@@ -1,0 +1,51 @@
+import dataclasses
+
+import pytest
+
+from hpod.errors import HpodError
+from hpod.job import JobSpec, load_job, parse_job
+
+from .conftest import ROOT
+
+
+def test_the_architectural_search_file_states_the_built_in_defaults():
+    from_file = load_job(ROOT / "jobs" / "architectural_search.yaml")
+    assert dataclasses.replace(from_file, text="") == JobSpec()
+
+
+def test_a_job_file_overrides_only_what_it_names():
+    job = parse_job("name: x\nsearch:\n  n_trials: 7\n  learning_rate: [1e-5, 1e-2]\n")
+    assert job.search.n_trials == 7 and job.search.learning_rate == (1e-5, 1e-2)
+    assert job.grid == JobSpec().grid and job.name == "x"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("serch: {}", "unknown section 'serch'"),
+        ("search: {n_trails: 3}", "unknown key search.n_trails"),
+        ("search: {n_trials: three}", "search.n_trials must be an integer"),
+        ("search: {pruner: asha}", "search.pruner must be one of"),
+        ("search: {learning_rate: [1e-3, 1e-4]}", "search.learning_rate must be"),
+        ("grid: {tolerance: 1.5}", "grid.tolerance must lie in"),
+        ("data: {split: [0.5, 0.5, 0.5]}", "data.split must be three positive fractions"),
+        ("data: {target: column}", "needs data.target_column"),
+        ("train: {revin: maybe}", "train.revin must be true or false"),
+        ("[1, 2", "not valid YAML"),
+    ],
+)
+def test_a_bad_job_file_is_refused_naming_the_file_and_key(text, message):
+    with pytest.raises(HpodError, match=message) as info:
+        parse_job(text, source="jobs/bad.yaml")
+    assert str(info.value).startswith("job file jobs/bad.yaml")
+
+
+def test_a_missing_job_file_is_named(tmp_path):
+    with pytest.raises(HpodError, match="nope.yaml: cannot be read"):
+        load_job(tmp_path / "nope.yaml")
+
+
+def test_command_line_overrides_apply_on_top_of_the_file(tiny_job):
+    job = tiny_job.with_overrides(data="x.csv", trials=3, max_epochs=2)
+    assert (job.data.path, job.search.n_trials, job.train.max_epochs) == ("x.csv", 3, 2)
+    assert job.grid == tiny_job.grid

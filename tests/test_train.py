@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+
+from hpod.grid import Arch
+from hpod.model import PatchTST
+from hpod.train import (
+    Diverged,
+    EarlyStopping,
+    TrainConfig,
+    accumulate_gradients,
+    auc,
+    make_optimizer,
+    make_schedule,
+    train,
+)
+
+ARCH = Arch(16, 1, 2, 32)
+
+
+def config(**kw) -> TrainConfig:
+    base = {"learning_rate": 1e-3, "weight_decay": 1e-3, "warmup_steps": 10, "epochs": 2}
+    return TrainConfig(**(base | kw))
+
+
+def gradients(dataset, micro_batch: int) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = PatchTST(ARCH.model_config(dataset.shape, dropout=0.0))
+    batch = dataset.splits["train"][:96]
+    accumulate_gradients(model, dataset, batch, config(effective_batch=96, micro_batch=micro_batch))
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(dataset_h5):
+    whole = gradients(dataset_h5, 96)
+    for micro in (32, 7):  # 7 leaves a ragged last micro-batch
+        for a, b in zip(whole, gradients(dataset_h5, micro), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_accumulation_steps_cover_the_effective_batch():
+    assert config(effective_batch=256, micro_batch=64).accumulation_steps == 4
+    assert config(effective_batch=256, micro_batch=256).accumulation_steps == 1
+
+
+def test_early_stopping_waits_patience_epochs_without_a_min_delta_gain():
+    stopper = EarlyStopping(patience=3, min_delta=0.01)
+    losses = [1.0, 0.9, 0.895, 0.894, 0.893]  # gains after 0.9 are below min_delta
+    assert [stopper.step(v) for v in losses] == [False, False, False, False, True]
+
+
+def test_training_stops_early_and_returns_the_best_epochs_loss(dataset_h5):
+    result = train(
+        ARCH.model_config(dataset_h5.shape, dropout=0.0),
+        config(epochs=30, patience=2, min_delta=1.0),  # no gain can reach min_delta
+        dataset_h5,
+    )
+    assert result.epochs_run == 3
+    assert result.best_val_loss == min(r.val_loss for r in result.history)
+    assert result.history[result.best_epoch].val_loss == result.best_val_loss
+    assert 0.0 < result.val_auc < 1.0
+
+
+def test_weight_decay_reaches_the_optimizer_for_matrices_only(dataset_h5):
+    model = PatchTST(ARCH.model_config(dataset_h5.shape))
+    optimizer = make_optimizer(model, config(weight_decay=3.3e-3))
+    decays = {g["weight_decay"]: sum(p.numel() for p in g["params"]) for g in optimizer.param_groups}
+    assert set(decays) == {3.3e-3, 0.0}
+    assert decays[3.3e-3] > decays[0.0] > 0
+
+
+def test_warmup_steps_shape_the_learning_rate(dataset_h5):
+    model = PatchTST(ARCH.model_config(dataset_h5.shape))
+    cfg = config(learning_rate=1e-3, warmup_steps=20, epochs=2)
+    optimizer = make_optimizer(model, cfg)
+    schedule = make_schedule(optimizer, cfg, steps_per_epoch=50)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(1e-3 / 20)
+    assert rates[19] == pytest.approx(1e-3) and max(rates) == rates[19]
+    assert rates[-1] == pytest.approx(1e-3 / 80)  # linear decay to zero at the last step
+
+
+def test_a_diverging_run_raises_with_the_reason(dataset_h5):
+    with pytest.raises(Diverged, match="val loss|train loss"):
+        train(ARCH.model_config(dataset_h5.shape), config(learning_rate=1e4, warmup_steps=0, grad_clip=1e9), dataset_h5)
+
+
+def test_training_is_reproducible_with_a_seed(dataset_h5):
+    model_config = ARCH.model_config(dataset_h5.shape)
+    a = train(model_config, config(epochs=1, seed=3), dataset_h5)
+    b = train(model_config, config(epochs=1, seed=3), dataset_h5)
+    assert a.best_val_loss == b.best_val_loss
+
+
+def test_auc_matches_the_pairwise_definition():
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.7])
+    labels = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0])
+    pairs = [(p, n) for p in (0.35, 0.8) for n in (0.1, 0.4, 0.7)]
+    assert auc(scores, labels) == pytest.approx(sum(p > n for p, n in pairs) / len(pairs))
+    assert auc(scores, torch.zeros(5)) is None
+    assert math.isclose(auc(torch.arange(4.0), torch.tensor([0.0, 0, 1, 1])), 1.0)
