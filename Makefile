@@ -16,8 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The main job on the bundled data: queue a small study, let the daemon run it, show the result.
 demo: setup
-	$(HPOD) run --budget 100K --horizon h5 --job jobs/tiny.yaml --max-epochs 6
+	$(HPOD) enqueue --budget 100K --horizon h5 --job jobs/tiny.yaml --max-epochs 6 --force
+	$(HPOD) daemon --until-idle
+	$(HPOD) status
 
 test: setup
 	$(PY) -m pytest

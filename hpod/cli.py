@@ -1,8 +1,9 @@
 """The `hpod` command line. Expected failures print one line, `Error: …`, and exit 2.
 
-click, because its commands and options are declared next to the functions they call, it
-validates types and choices before our code runs, and it is a dependency of the tools around
-Optuna already.
+click, because its commands and options are declared next to the functions they call, and it
+checks types and choices before our code runs. Commands that train or open studies import
+torch and Optuna inside their function, so that `status`, `stop`, `pause` and friends answer
+in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -14,25 +15,21 @@ import sys
 from pathlib import Path
 
 import click
-import optuna
 from rich.console import Console
 from rich.logging import RichHandler
 
 from hpod.budget import parse_budget, parse_horizon, parse_list
-from hpod.data import data_shape, load_dataset
-from hpod.display import StudyProgress, grid_table, trials_table
 from hpod.errors import HpodError
-from hpod.grid import require_grid, verify
-from hpod.job import load_job
-from hpod.records import export_text
-from hpod.search import Objective, TrialLog, open_study, plan_study, run_study
+from hpod.queue import Queue
 from hpod.state import StateDir, open_storage
+from hpod.status import collect, job_status, machine_line, status_table
 
 # Piped output (logs, CI) gets room for the trial table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
 state_dir_option = click.option("--state-dir", type=click.Path(file_okay=False), help="default: $HPOD_HOME or ./state")
 storage_option = click.option("--storage", help="Optuna storage URL (default: SQLite in the state directory)")
 job_option = click.option("--job", "job_file", type=click.Path(), help="job file (default: the architectural search)")
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,19 +38,41 @@ def cli() -> None:
     """Resumable architecture searches (Optuna studies) for scaling-law research."""
 
 
+def study_options(command):
+    """The options shared by `run` and `enqueue`: what to search and where."""
+    options = (
+        click.option("--budget", required=True, help="parameter budget(s): 2M, 500K, 1.5M, 2B; comma-separated"),
+        click.option("--horizon", required=True, help="forecast horizon(s): h1, h3, h5; comma-separated"),
+        click.option("--trials", type=click.IntRange(min=1), help="finished trials per study (default: the job's)"),
+        click.option("--max-epochs", type=click.IntRange(min=1), help="cap on each trial's sampled epochs"),
+        job_option,
+        click.option("--data", type=click.Path(), help="CSV or Parquet file (default: bundled S&P 500)"),
+        state_dir_option,
+        storage_option,
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def load_request(budget: str, horizon: str, job_file, data, trials, max_epochs):
+    """The job file with command-line overrides, and the parsed budgets and horizons."""
+    from hpod.job import load_job
+
+    job = load_job(job_file).with_overrides(data=data, trials=trials, max_epochs=max_epochs)
+    return job, parse_list(budget, parse_budget), parse_list(horizon, parse_horizon)
+
+
 @cli.command()
-@click.option("--budget", required=True, help="parameter budget(s): 2M, 500K, 1.5M, 2B; comma-separated")
-@click.option("--horizon", required=True, help="forecast horizon(s): h1, h3, h5; comma-separated")
-@click.option("--trials", type=click.IntRange(min=1), help="finished trials per study (default: the job's)")
-@click.option("--max-epochs", type=click.IntRange(min=1), help="cap on each trial's sampled epochs")
-@job_option
-@click.option("--data", type=click.Path(), help="CSV or Parquet file (default: bundled S&P 500)")
-@state_dir_option
-@storage_option
+@study_options
 def run(budget, horizon, trials, max_epochs, job_file, data, state_dir, storage) -> None:
     """Run studies in the foreground, one after another, without the queue."""
-    job = load_job(job_file).with_overrides(data=data, trials=trials, max_epochs=max_epochs)
-    budgets, horizons = parse_list(budget, parse_budget), parse_list(horizon, parse_horizon)
+    from hpod.data import load_dataset
+    from hpod.display import StudyProgress, trials_table
+    from hpod.search import Objective, TrialLog, open_study, plan_study, run_study
+
+    quiet_optuna()
+    job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs)
     plans = [plan_study(job, b, h) for b in budgets for h in horizons]
     datasets = {h: load_dataset(job.data, h) for h in horizons}  # all input checked before writing
     state = StateDir.resolve(state_dir).create()
@@ -69,13 +88,110 @@ def run(budget, horizon, trials, max_epochs, job_file, data, state_dir, storage)
 
 
 @cli.command()
+@study_options
+@click.option("--priority", type=int, default=0, show_default=True, help="higher runs first")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="hours of running before the job ends")
+@click.option("--force", is_flag=True, help="queue even if the same study is already queued or running")
+def enqueue(budget, horizon, trials, max_epochs, job_file, data, state_dir, storage, priority, timeout, force) -> None:
+    """Queue one study per budget × horizon, after checking all of them; prints the job ids."""
+    from hpod.jobrecord import prepare_jobs
+
+    job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs)
+    rows = prepare_jobs(job, budgets, horizons, storage=storage, priority=priority, timeout_h=timeout)
+    queue = Queue(StateDir.resolve(state_dir).create().queue_db)
+    for job_id, row in zip(queue.enqueue(rows, force=force), rows, strict=True):
+        click.echo(f"{job_id}\t{row['study_name']}")
+
+
+@cli.command()
+@json_option
+@state_dir_option
+def status(as_json, state_dir) -> None:
+    """Jobs, their progress and best results, and the machine."""
+    state = StateDir.resolve(state_dir)
+    data = collect(Queue(state.queue_db) if state.queue_db.exists() else None)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    console.print(status_table(data))
+    console.print(machine_line(data))
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@json_option
+@state_dir_option
+def show(job_id, as_json, state_dir) -> None:
+    """One job's trials: architecture, batch, settings, epochs and val loss."""
+    from hpod.display import trials_table
+    from hpod.records import trial_row
+
+    row = existing_queue(StateDir.resolve(state_dir)).job(job_id)
+    study = load_existing_study(row["study_name"], state_dir, row["storage"])
+    if as_json:
+        trials = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+        click.echo(json.dumps({"job": job_status(row), "trials": trials}, indent=2))
+        return
+    console.print(trials_table(study))
+    if row["last_error"]:
+        console.print(f"job {job_id}: {row['state']}: {row['last_error']}")
+
+
+@cli.command()
+@click.option("--until-idle", is_flag=True, help="exit 0 when no job is left")
+@click.option("--window", help="run trials only between these hours, e.g. 22:00-07:00")
+@click.option("--hang-timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="seconds without progress after which a trial is killed and failed")  # fmt: skip
+@state_dir_option
+def daemon(until_idle, window, hang_timeout, state_dir) -> None:
+    """Work through the queue (what systemd starts)."""
+    from hpod.daemon import Daemon, DaemonOptions
+    from hpod.guard import Window
+
+    quiet_optuna()
+    run_window = None if window is None else Window.parse(window)
+    options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout)
+    sys.exit(Daemon(StateDir.resolve(state_dir).create(), options).run())
+
+
+@cli.command()
+@state_dir_option
+def stop(state_dir) -> None:
+    """Ask the daemon to stop after the current step (writes STOP_HPO)."""
+    state = StateDir.resolve(state_dir).create()
+    state.stop_file.touch()
+    alive = state.queue_db.exists() and collect(Queue(state.queue_db))["daemon_alive"]
+    click.echo(f"wrote {state.stop_file}" + ("" if alive else " (no daemon is running; the next one will stop)"))
+
+
+def job_control(action: str) -> None:
+    @click.argument("job_id", type=int)
+    @state_dir_option
+    def command(job_id, state_dir) -> None:
+        outcome = existing_queue(StateDir.resolve(state_dir)).request(job_id, action)
+        click.echo(f"job {job_id}: {outcome}")
+
+    command.__doc__ = f"{action.capitalize()} a job (a running one acts between steps)."
+    cli.command(name=action)(command)
+
+
+for _action in ("pause", "resume", "cancel"):
+    job_control(_action)
+
+
+@cli.command()
 @click.option("--budget", required=True, help="parameter budget: 2M, 500K, 1.5M, 2B")
 @click.option("--horizon", help="forecast horizon (checked; the grid does not depend on it)")
 @job_option
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option
 @click.option("--verify", "check", is_flag=True, help="build every architecture on the meta device and compare counts")
 def grid(budget, horizon, job_file, as_json, check) -> None:
     """The architectures of a budget's grid with their exact parameter counts."""
+    from hpod.data import data_shape
+    from hpod.display import grid_table
+    from hpod.grid import require_grid, verify
+    from hpod.job import load_job
+
     job = load_job(job_file)
     count = parse_budget(budget)
     if horizon is not None:
@@ -103,8 +219,14 @@ def grid(budget, horizon, job_file, as_json, check) -> None:
 @state_dir_option
 @storage_option
 def export(job, fmt, output, state_dir, storage) -> None:
-    """Write a study's trials with their architecture columns."""
-    study = load_existing_study(job, state_dir, storage)
+    """Write a job's (or a study's, by name) trials with their architecture columns."""
+    from hpod.records import export_text
+
+    name = job
+    if job.isdigit():
+        row = existing_queue(StateDir.resolve(state_dir)).job(int(job))
+        name, storage = row["study_name"], storage or row["storage"]
+    study = load_existing_study(name, state_dir, storage)
     text = export_text(study.get_trials(deepcopy=False), fmt)
     if output is None:
         click.echo(text, nl=False)
@@ -112,25 +234,39 @@ def export(job, fmt, output, state_dir, storage) -> None:
         Path(output).write_text(text)
 
 
-def load_existing_study(name: str, state_dir: str | None, storage: str | None) -> optuna.Study:
+def existing_queue(state: StateDir) -> Queue:
+    if not state.queue_db.exists():
+        raise HpodError(f"no queue in {state.root} (nothing was enqueued there)")
+    return Queue(state.queue_db)
+
+
+def load_existing_study(name: str, state_dir: str | None, storage: str | None):
+    import optuna
+
+    quiet_optuna()
     state = StateDir.resolve(state_dir)
-    url = state.storage_url(storage)
     if storage is None and not state.optuna_db.exists():
         raise HpodError(f"no studies yet in {state.root}")
-    store = open_storage(url)
+    store = open_storage(state.storage_url(storage))
     names = [s.study_name for s in optuna.get_all_study_summaries(storage=store, include_best_trial=False)]
     if name not in names:
         raise HpodError(f"no study named {name!r} (studies: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=name, storage=store)
 
 
+def quiet_optuna() -> None:
+    """Optuna's own INFO lines would repeat ours; its warnings go through our handler."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def setup_logging() -> None:
     handler = RichHandler(console=console, show_path=False, markup=False)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
     logging.getLogger("hpod").setLevel(logging.INFO)
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hpod.grid import GridEntry
 from hpod.records import trial_row
-from hpod.search import FINISHED
+from hpod.search import FINISHED, best_trial
 from hpod.train import EpochRecord
 
 
@@ -49,12 +49,6 @@ def trials_table(study: optuna.Study) -> Table:
             style="bold" if best is not None and trial.number == best.number else None,
         )  # fmt: skip
     return table
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial, or None while there is none (Optuna raises instead)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min(complete, key=lambda t: t.value, default=None)
 
 
 def _num(value, spec: str) -> str:

@@ -21,7 +21,8 @@ def trial_row(trial: FrozenTrial) -> dict:
     """Export columns of a trial; values it lacks (a trial failed early) are None."""
     attrs = trial.user_attrs
     duration = trial.duration.total_seconds() if trial.duration is not None else None
-    row = {"number": trial.number, "state": trial.state.name, "arch": trial.params.get("arch")}
+    queued = trial.system_attrs.get("fixed_params", {})  # a waiting trial's enqueued params
+    row = {"number": trial.number, "state": trial.state.name, "arch": trial.params.get("arch", queued.get("arch"))}
     row |= {name: attrs.get(name) for name in (*ARCH_FIELDS, "micro_batch", "accumulation_steps")}
     row |= {name: trial.params.get(name) for name in PARAMS}
     row |= {

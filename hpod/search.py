@@ -7,8 +7,10 @@ to the other end of the dropout range. Every sampled value is the value the trai
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,9 @@ from hpod.errors import HpodError
 from hpod.grid import Arch, GridEntry, extremes, require_grid
 from hpod.guard import micro_batch_for
 from hpod.job import JobSpec, SearchSpec
+from hpod.liveness import is_dead, process_id
 from hpod.records import log_line
-from hpod.train import EpochRecord, TrainConfig, TrainResult, pick_device, train
+from hpod.train import EpochRecord, Interrupted, StepHook, TrainConfig, TrainResult, pick_device, train
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -161,8 +164,9 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
 def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study or load it; a new one gets its metadata and forced extreme trials.
 
-    The sampler is seeded from the job's seed and the number of trials already in the study, so
-    a process that resumes the study does not replay the first process's random draws."""
+    The sampler is seeded from the study, the job's seed and the number of trials already
+    started, so a process that reopens the study (each trial's worker does) does not replay
+    earlier draws, and studies of different budgets do not share theirs."""
     study = optuna.create_study(
         storage=storage,
         study_name=plan.name,
@@ -172,9 +176,9 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> o
     )
     trials = study.get_trials(deepcopy=False)
     search = plan.job.search
-    tpe = optuna.samplers.TPESampler(
-        n_startup_trials=search.n_startup_trials, seed=(search.seed * 1_000_003 + len(trials)) % 2**32
-    )
+    started = sum(t.state != TrialState.WAITING for t in trials)
+    seed = zlib.crc32(f"{plan.name}:{search.seed}:{started}".encode())
+    tpe = optuna.samplers.TPESampler(n_startup_trials=search.n_startup_trials, seed=seed)
     study.sampler = VariationSampler(tpe, search)
     if not trials and not study.user_attrs:
         for key, value in study_attrs(plan).items():
@@ -205,8 +209,10 @@ class Objective:
         dataset: Dataset,
         sampler: VariationSampler,
         on_epoch: Callable[[int, EpochRecord], None] | None = None,
+        after_step: StepHook | None = None,
     ):
-        self.plan, self.dataset, self.sampler, self.on_epoch = plan, dataset, sampler, on_epoch
+        self.plan, self.dataset, self.sampler = plan, dataset, sampler
+        self.on_epoch, self.after_step = on_epoch, after_step
         self.params_by_key = {e.arch.key: e.params for e in plan.grid}
         self.device = pick_device(plan.job.train.device)
 
@@ -224,8 +230,10 @@ class Objective:
         )
         history: list[EpochRecord] = []
         try:
-            result = train(model_config, config, self.dataset, lambda r: self.report(trial, r, history))
-        except optuna.TrialPruned:
+            result = train(
+                model_config, config, self.dataset, lambda r: self.report(trial, r, history), self.after_step
+            )
+        except (optuna.TrialPruned, Interrupted):
             record_history(trial, history)
             raise
         except Exception as exc:
@@ -267,6 +275,7 @@ class Objective:
             "accumulation_steps": config.accumulation_steps,
             "epochs_planned": config.epochs,
             "device": config.device,
+            "worker": process_id(),  # lets a restarted daemon tell an orphaned trial from a live one
             "seed": config.seed,
             **{f"n_{split}": n for split, n in sizes.items()},
         }
@@ -318,9 +327,66 @@ class TrialLog:
         log.info("%s", line)
 
 
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial, or None while there is none (Optuna raises instead)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(complete, key=lambda t: t.value, default=None)
+
+
 def finished_count(study: optuna.Study) -> int:
     """Trials that count toward a job's target: complete and pruned ones."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_trial(
+    study: optuna.Study,
+    objective: Objective,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    resume: int | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> FrozenTrial:
+    """Run one trial by ask and tell: a new one, or trial `resume` left RUNNING by a stopped or
+    dead process, which keeps its parameters. An exception fails the trial, not the caller;
+    Interrupted leaves it RUNNING, to be resumed."""
+    trial = study.ask() if resume is None else reopen_trial(study, resume)
+    if on_start is not None:
+        on_start(trial.number)
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned:
+        frozen = study.tell(trial, state=TrialState.PRUNED)
+    except Interrupted:
+        raise
+    except Exception:
+        log.warning("trial %d failed", trial.number, exc_info=True)
+        frozen = study.tell(trial, state=TrialState.FAIL)
+    else:
+        frozen = study.tell(trial, value)
+    gc.collect()
+    for callback in callbacks:
+        callback(study, frozen)
+    return frozen
+
+
+def reopen_trial(study: optuna.Study, number: int) -> Trial:
+    """A Trial handle on an existing RUNNING trial; its suggest calls return its stored params."""
+    frozen = study.get_trials(deepcopy=False)[number]
+    if frozen.state != TrialState.RUNNING:
+        raise HpodError(f"trial {number} of {study.study_name} is {frozen.state.name}, not RUNNING")
+    return Trial(study, frozen._trial_id)  # Optuna keeps the storage id private; optimize() does the same
+
+
+def orphaned_trials(study: optuna.Study) -> list[int]:
+    """RUNNING trials whose worker process is gone: to be resumed, not run anew."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [t.number for t in running if is_dead(t.user_attrs.get("worker"))]
+
+
+def fail_trial(study: optuna.Study, number: int, reason: str) -> FrozenTrial:
+    """Record a RUNNING trial whose worker died as failed, with the reason."""
+    trial = reopen_trial(study, number)
+    trial.set_user_attr("fail_reason", reason)
+    return study.tell(trial, state=TrialState.FAIL)
 
 
 def run_study(
@@ -329,20 +395,16 @@ def run_study(
     target: int,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> None:
-    """Run trials until `target` have finished; a failing trial fails alone, unless
-    `max_failures` fail in a row, which fails the study."""
-    max_failures = objective.plan.job.search.max_failures
-    ran: list[FrozenTrial] = []
+    """Run trials in this process until `target` have finished; a failing trial fails alone,
+    unless `max_failures` fail in a row, which fails the study."""
     failures = 0
     while finished_count(study) < target:
-        study.optimize(
-            objective,
-            n_trials=1,
-            catch=(Exception,),
-            callbacks=[*callbacks, lambda _, trial: ran.append(trial)],
-            gc_after_trial=True,
-        )
-        failures = failures + 1 if ran[-1].state == TrialState.FAIL else 0
-        if failures >= max_failures:
-            reason = ran[-1].user_attrs.get("fail_reason", "unknown")
-            raise StudyFailed(f"study {study.study_name}: {failures} trials in a row failed (last: {reason})")
+        trial = run_trial(study, objective, callbacks)
+        failures = failures + 1 if trial.state == TrialState.FAIL else 0
+        check_failures(study, failures, objective.plan.job.search.max_failures, trial)
+
+
+def check_failures(study: optuna.Study, failures: int, limit: int, last: FrozenTrial) -> None:
+    if failures >= limit:
+        reason = last.user_attrs.get("fail_reason", "unknown")
+        raise StudyFailed(f"study {study.study_name}: {failures} trials in a row failed (last: {reason})")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import optuna
 
 ENV_VAR = "HPOD_HOME"
 SQLITE_TIMEOUT_S = 30  # readers such as `hpod status` must wait out a writer, not fail
@@ -27,6 +26,14 @@ class StateDir:
         return self.root / "optuna.db"
 
     @property
+    def queue_db(self) -> Path:
+        return self.root / "queue.db"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.root / "STOP_HPO"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 
@@ -45,8 +52,16 @@ class StateDir:
         return override if override is not None else f"sqlite:///{self.optuna_db}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a URL; SQLite gets a busy timeout so concurrent readers wait."""
-    if url.startswith("sqlite:"):
+def open_storage(url: str):
+    """An Optuna storage for a URL; SQLite gets a busy timeout so concurrent readers wait.
+
+    Opening creates Optuna's tables on first use, and two processes doing that at once make
+    one fail ("table studies already exists"), so SQLite opens are serialised by a file lock."""
+    import optuna  # here, so that commands that never open a study start fast
+
+    if not url.startswith("sqlite:///"):
+        return optuna.storages.RDBStorage(url)
+    lock_path = Path(url.removeprefix("sqlite:///") + ".lock")
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
-    return optuna.storages.RDBStorage(url)

@@ -57,6 +57,10 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
 
 
+class Interrupted(Exception):
+    """Training was asked to stop at a step boundary; the trial is to be continued later."""
+
+
 class Diverged(RuntimeError):
     """The loss became non-finite or blew far past a constant predictor's."""
 
@@ -166,7 +170,12 @@ def evaluate(model, dataset: Dataset, split: str, config: TrainConfig) -> tuple[
     return loss_sum(scores, dataset.targets[ends], dataset.task).item() / len(ends), scores
 
 
-def train_epoch(model, optimizer, schedule, dataset: Dataset, config: TrainConfig, generator) -> float:
+StepHook = Callable[[int, int], None]  # (epoch, step) after each optimizer step; may block or raise
+
+
+def train_epoch(
+    model, optimizer, schedule, dataset: Dataset, config: TrainConfig, generator, epoch: int, after_step: StepHook
+) -> float:
     model.train()
     train_ends = dataset.splits["train"]
     order = train_ends[torch.randperm(len(train_ends), generator=generator)]
@@ -180,6 +189,7 @@ def train_epoch(model, optimizer, schedule, dataset: Dataset, config: TrainConfi
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
         losses.append(loss)
+        after_step(epoch, step)
     return sum(losses) / len(losses)
 
 
@@ -188,8 +198,11 @@ def train(
     config: TrainConfig,
     dataset: Dataset,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    after_step: StepHook | None = None,
 ) -> TrainResult:
-    """Train to early stopping or the planned epochs; the result's loss is the best epoch's."""
+    """Train to early stopping or the planned epochs; the result's loss is the best epoch's.
+
+    `after_step` runs between optimizer steps: it may pause (block) or stop (raise Interrupted)."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = PatchTST(model_config).to(config.device)
@@ -200,7 +213,7 @@ def train(
     baseline = baseline_loss(dataset)
     result = TrainResult(math.inf, -1, 0, baseline, None)
     for epoch in range(config.epochs):
-        train_loss = train_epoch(model, optimizer, schedule, dataset, config, generator)
+        train_loss = train_epoch(model, optimizer, schedule, dataset, config, generator, epoch, after_step or _no_op)
         val_loss, scores = evaluate(model, dataset, "val", config)
         check_divergence(val_loss, baseline, config.divergence_factor, epoch)
         record = EpochRecord(epoch, train_loss, val_loss)
@@ -216,6 +229,10 @@ def train(
             log.info("early stop at epoch %d: best %.4f at epoch %d", epoch, result.best_val_loss, result.best_epoch)
             break
     return result
+
+
+def _no_op(epoch: int, step: int) -> None:
+    return None
 
 
 def check_divergence(val_loss: float, baseline: float, factor: float, epoch: int) -> None:

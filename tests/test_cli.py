@@ -1,4 +1,5 @@
 import csv
+import gc
 import io
 import json
 import subprocess
@@ -72,3 +73,65 @@ def test_grid_prints_json_and_verifies_counts(capsys):
 def test_the_module_runs_as_a_command():
     result = subprocess.run([sys.executable, "-m", "hpod", "grid", "--budget", "2Q"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("Error: budget '2Q'")
+
+
+def write_string_column_job(tmp_path) -> str:
+    """A job on a user CSV whose feature column 'regime' holds low/normal/high."""
+    rows = ["x1,regime,y"] + [f"{i},{['low', 'normal', 'high'][i % 3]},{i % 2}" for i in range(3000)]
+    (tmp_path / "bad.csv").write_text("\n".join(rows) + "\n")
+    job = tmp_path / "user.yaml"
+    job.write_text(
+        f"data: {{path: {tmp_path / 'bad.csv'}, features: [x1, regime], target: column, target_column: y,"
+        " min_val_samples: 100}\ngrid: {d_model: [16, 32], n_layers: [1, 2], n_heads: [2]}\n"
+    )
+    return str(job)
+
+
+def test_every_invalid_input_leaves_the_queue_byte_for_byte_unchanged(capsys, tmp_path):
+    state = tmp_path / "state"
+    common = ["--job", str(TINY_JOB), "--state-dir", str(state)]
+    assert run_cli(capsys, "enqueue", "--budget", "20K", "--horizon", "h1", *common)[0] == 0
+    gc.collect()  # close the enqueue's connection so the WAL is folded into queue.db
+    before = (state / "queue.db").read_bytes()
+    bad_job = write_string_column_job(tmp_path)
+    invalid = [
+        ["enqueue", "--budget", "20K,2X", "--horizon", "h1", *common],
+        ["enqueue", "--budget", "20K", "--horizon", "h1,h0", *common],
+        ["enqueue", "--budget", "20K", "--horizon", "h1", *common],  # a duplicate
+        ["enqueue", "--budget", "30K", "--horizon", "h1", "--job", bad_job, "--state-dir", str(state)],
+        ["enqueue", "--budget", "30K", "--horizon", "h1", *common, "--data", str(tmp_path / "none.csv")],
+        ["enqueue", "--budget", "30K", "--horizon", "h1", *common, "--priority", "high"],
+        ["enqueue", "--budget", "30K", "--horizon", "h1", *common, "--timeout", "-1"],
+        ["enqueue", "--budget", "10", "--horizon", "h1", *common],
+        ["pause", "99", "--state-dir", str(state)],
+        ["resume", "1", "--state-dir", str(state)],
+        ["cancel", "x", "--state-dir", str(state)],
+        ["show", "99", "--state-dir", str(state)],
+        ["export", "99", "--state-dir", str(state)],
+        ["daemon", "--window", "22-7", "--state-dir", str(state)],
+    ]
+    for args in invalid:
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2, args
+        assert err.count("\n") == 1 and err.startswith("Error: "), (args, err)
+        gc.collect()
+        assert (state / "queue.db").read_bytes() == before, args
+    assert "column 'regime' is not numeric" in run_cli(capsys, *invalid[3])[2]
+
+
+def test_status_and_show_report_queued_jobs(capsys, tmp_path):
+    state = tmp_path / "state"
+    args = ["--budget", "20K,30K", "--horizon", "h1", "--job", str(TINY_JOB), "--state-dir", str(state)]
+    code, out, _ = run_cli(capsys, "enqueue", *args, "--trials", "3", "--priority", "2")
+    assert code == 0 and out.splitlines() == ["1\ttiny-20K-h1", "2\ttiny-30K-h1"]
+    code, out, _ = run_cli(capsys, "status", "--json", "--state-dir", str(state))
+    data = json.loads(out)
+    assert [(j["study"], j["state"], j["n_trials"], j["priority"]) for j in data["jobs"]] == [
+        ("tiny-20K-h1", "queued", 3, 2),
+        ("tiny-30K-h1", "queued", 3, 2),
+    ]
+    assert data["daemon_alive"] is False and data["machine"]["ram_available"] > 0
+    code, out, _ = run_cli(capsys, "status", "--state-dir", str(state))
+    assert code == 0 and "tiny-30K-h1" in out and "daemon not running" in out and "CPU temperature n/a" in out
+    assert run_cli(capsys, "pause", "2", "--state-dir", str(state))[1] == "job 2: paused\n"
+    assert run_cli(capsys, "cancel", "1", "--state-dir", str(state))[1] == "job 1: cancelled\n"

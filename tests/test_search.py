@@ -184,3 +184,12 @@ def test_architecture_keys_of_the_study_are_those_of_the_grid(tmp_path, fast_job
     plan, _, objective = start(tmp_path, fast_job, dataset_h5)
     assert list(objective.params_by_key) == [e.arch.key for e in plan.grid]
     assert all(Arch.from_key(k) for k in objective.params_by_key)
+
+
+def test_each_reopening_of_a_study_draws_new_parameters(tmp_path, fast_job, dataset_h5):
+    """Every daemon trial runs in a new process that reopens the study with a new sampler."""
+    for _ in range(3):
+        _, study, objective = start(tmp_path, fast_job, dataset_h5)
+        run_study(study, objective, target=finished_count(study) + 1)
+    rates = [t.params["learning_rate"] for t in study.trials if t.state != TrialState.WAITING]
+    assert len(rates) == 3 and len(set(rates)) == 3

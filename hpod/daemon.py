@@ -1,0 +1,314 @@
+"""The daemon: a supervisor that works through the queue, one trial process at a time.
+
+It owns the queue, the scheduler, the signals and the machine readings; each trial trains in a
+worker process it starts and watches, so that a trial which is OOM-killed, crashes or hangs
+fails alone. STOP_HPO, `hpod stop`, SIGTERM and SIGINT all stop it gracefully: the worker
+finishes its step, the job is marked interrupted (first in line next time), the daemon exits 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import optuna
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from hpod.errors import HpodError
+from hpod.guard import Window
+from hpod.jobrecord import plan_from_row
+from hpod.liveness import is_dead, process_id
+from hpod.queue import Queue
+from hpod.search import best_trial, fail_trial, finished_count, open_study, orphaned_trials
+from hpod.sensors import Readings, read_all
+from hpod.state import StateDir, open_storage
+from hpod.systemd import notify, watchdog_interval_s
+from hpod.worker import TrialProcess
+
+log = logging.getLogger(__name__)
+STOP_EXTEND_USEC = 5 * 60 * 1_000_000  # ask systemd for time to finish a step and checkpoint
+CONTROL_CHECK_S = 2.0
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    until_idle: bool = False  # exit 0 when no job is left to claim
+    lease_s: float = 60.0  # a job's lease; extended every third of it
+    idle_poll_s: float = 2.0  # wait between claims when the queue is empty
+    hang_s: float = 900.0  # a worker silent this long is killed and its trial failed
+    readings_s: float = 10.0
+    window: Window | None = None  # outside it, trials pause between steps
+
+
+@dataclass
+class TrialOutcome:
+    number: int | None
+    state: str  # COMPLETE, PRUNED, FAIL, INTERRUPTED or ERROR (the job, not the trial, is bad)
+    reason: str | None = None
+
+
+class Daemon:
+    def __init__(self, state: StateDir, options: DaemonOptions = DaemonOptions()):
+        self.state, self.options = state, options
+        self.queue = Queue(state.queue_db)
+        self.owner = process_id()
+        self.stop = threading.Event()
+        self.abort = threading.Event()  # a second SIGINT: stop the worker at once
+        self.pause_reasons: dict[str, str] = {}
+        self.readings: Readings = {}
+        self.job: dict | None = None
+        self.held_at = time.monotonic()
+
+    @property
+    def pause_reason(self) -> str | None:
+        return "; ".join(self.pause_reasons.values()) or None
+
+    def run(self) -> int:
+        """Work until stopped (or, with until_idle, until nothing is left); returns the exit code."""
+        self.install_signals()
+        revived = self.queue.interrupt_dead_owners(is_dead)
+        if revived:
+            log.info("jobs %s were held by a daemon that died; they resume first", revived)
+        self.queue.register_daemon(self.owner, os.getpid(), socket.gethostname())
+        scheduler = self.start_scheduler()
+        notify("READY=1")
+        log.info("daemon %s started on %s", self.owner, self.state.root)
+        try:
+            while not self.stop.is_set():
+                row = None if self.pause_reason else self.queue.claim(self.owner, self.options.lease_s)
+                if row is not None:
+                    self.work_on(row)
+                elif self.options.until_idle and not self.pause_reason:
+                    log.info("queue is empty; exiting")
+                    break
+                else:
+                    self.ping_watchdog()
+                    self.stop.wait(self.options.idle_poll_s)
+        finally:
+            notify("STOPPING=1")
+            scheduler.shutdown(wait=False)
+            self.queue.unregister_daemon(self.owner)
+            self.state.stop_file.unlink(missing_ok=True)
+            log.info("daemon stopped")
+        return 0
+
+    def install_signals(self) -> None:
+        def on_signal(signum, frame) -> None:
+            if signum == signal.SIGINT and self.stop.is_set():
+                self.abort.set()
+            log.info("%s: stopping after the current step", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def start_scheduler(self) -> BackgroundScheduler:
+        """Periodic work on its own thread and its own queue connection."""
+        beat_queue = Queue(self.state.queue_db)
+        scheduler = BackgroundScheduler(job_defaults={"misfire_grace_time": 30, "coalesce": True, "max_instances": 1})
+        scheduler.add_job(self.check_sentinel, "interval", seconds=1)
+        scheduler.add_job(self.sample_readings, "interval", seconds=self.options.readings_s)
+        scheduler.add_job(self.heartbeat, "interval", seconds=self.options.lease_s / 3, args=(beat_queue,))
+        scheduler.add_job(self.check_window, "interval", seconds=15)
+        self.sample_readings()
+        self.check_window()
+        scheduler.start()
+        return scheduler
+
+    def check_sentinel(self) -> None:
+        if self.state.stop_file.exists() and not self.stop.is_set():
+            log.info("%s found: stopping after the current step", self.state.stop_file.name)
+            self.stop.set()
+
+    def sample_readings(self) -> None:
+        self.readings = read_all()
+
+    def check_window(self) -> None:
+        window = self.options.window
+        if window is None or window.contains(dt.datetime.now()):
+            self.pause_reasons.pop("window", None)
+        else:
+            self.pause_reasons["window"] = f"outside the run window {window}"
+
+    def heartbeat(self, queue: Queue) -> None:
+        """Extend the current job's lease and tell `hpod status` this daemon is alive."""
+        job = self.job
+        if job is not None:
+            now = time.monotonic()
+            held, self.held_at = now - self.held_at, now
+            if not queue.extend(job["id"], self.owner, self.options.lease_s, held):
+                log.error("lost the lease on job %d; leaving it to its new holder", job["id"])
+                self.stop.set()
+        queue.daemon_heartbeat(self.owner, self.pause_reason, json.dumps(self.readings))
+
+    def ping_watchdog(self) -> None:
+        if watchdog_interval_s() is not None:
+            notify("WATCHDOG=1")
+
+    def work_on(self, row: dict) -> None:
+        """Run one claimed job until it ends or is stopped; the daemon never dies of a job."""
+        self.job, self.held_at = row, time.monotonic()
+        log.info("job %d (%s): claimed, attempt %d", row["id"], row["study_name"], row["attempts"])
+        try:
+            state, note = self.run_job(row)
+        except HpodError as exc:
+            state, note = "failed", str(exc)
+        except Exception as exc:
+            log.exception("job %d failed", row["id"])
+            state, note = "failed", f"{type(exc).__name__}: {exc}"
+        self.heartbeat_now()
+        self.queue.release(row["id"], self.owner, state, note)
+        self.job = None
+        log.info("job %d (%s): %s%s", row["id"], row["study_name"], state, f" ({note})" if note else "")
+
+    def heartbeat_now(self) -> None:
+        """Count the time since the last heartbeat into the job's run time."""
+        job = self.job
+        if job is not None:
+            now = time.monotonic()
+            self.queue.extend(job["id"], self.owner, self.options.lease_s, now - self.held_at)
+            self.held_at = now
+
+    def run_job(self, row: dict) -> tuple[str, str | None]:
+        plan = plan_from_row(row)
+        study = open_study(plan, open_storage(self.state.storage_url(row["storage"])))
+        started, failures = time.monotonic(), 0
+        while True:
+            verdict = self.verdict(row, study, time.monotonic() - started)
+            if verdict is not None:
+                return verdict
+            if self.pause_reason:
+                self.ping_watchdog()
+                self.stop.wait(CONTROL_CHECK_S)
+                continue
+            resume = next(iter(orphaned_trials(study)), None)
+            outcome = self.supervise(row, study, resume)
+            if outcome.state == "ERROR":
+                return "failed", outcome.reason
+            if outcome.state == "INTERRUPTED":
+                continue
+            self.record_progress(row, study)
+            failures = failures + 1 if outcome.state == "FAIL" else 0
+            if failures >= plan.job.search.max_failures:
+                return "failed", f"{failures} trials in a row failed (last: {outcome.reason})"
+
+    def verdict(self, row: dict, study: optuna.Study, held_s: float) -> tuple[str, str | None] | None:
+        """Whether the job ends now, and how; None to run another trial."""
+        if self.stop.is_set():
+            return "interrupted", None
+        control = self.queue.control(row["id"])
+        if control is not None:
+            return {"pause": "paused", "cancel": "cancelled"}[control], None
+        finished = finished_count(study)
+        if finished >= row["n_trials"]:
+            return "done", None
+        timeout = row["timeout_s"]
+        if timeout is not None and row["run_s"] + held_s >= timeout:
+            return "done", f"timed out after {timeout / 3600:g} h with {finished}/{row['n_trials']} trials"
+        return None
+
+    def supervise(self, row: dict, study: optuna.Study, resume: int | None) -> TrialOutcome:
+        """Start a worker for one trial (or to resume one) and watch it until it exits."""
+        worker = TrialProcess({"job": row, "state_root": str(self.state.root), "resume": resume})
+        watch = WorkerWatch(resume)
+        last_control = 0.0
+        while worker.alive():
+            for report in worker.reports(timeout=0.5):
+                self.on_report(row, watch, report)
+            if time.monotonic() - last_control >= CONTROL_CHECK_S:
+                last_control = time.monotonic()
+                watch.control = self.queue.control(row["id"])
+            self.steer(worker, watch)
+        code, reports = worker.finish()
+        for report in reports:
+            self.on_report(row, watch, report)
+        return self.outcome(study, watch, code, worker.peak_rss)
+
+    def steer(self, worker: TrialProcess, watch: WorkerWatch) -> None:
+        """Pass stops and pauses to the worker; kill it when it hangs or on a second SIGINT."""
+        if self.abort.is_set():
+            watch.killed = "stopped at once by a second SIGINT"
+            worker.kill()
+        elif (self.stop.is_set() or watch.control is not None) and not watch.stop_sent:
+            worker.send("stop")
+            watch.stop_sent = True
+            notify(f"EXTEND_TIMEOUT_USEC={STOP_EXTEND_USEC}")
+        paused = self.pause_reason is not None
+        if paused != watch.paused:
+            worker.send("pause" if paused else "resume")
+            watch.paused = paused
+            log.info("trial %s %s", watch.number, f"paused: {self.pause_reason}" if paused else "resumed")
+        silent_s = time.monotonic() - worker.last_report
+        if not paused and silent_s > self.options.hang_s and watch.killed is None:
+            watch.killed = f"no progress for {silent_s:.0f} s (hang limit {self.options.hang_s:g} s); killed"
+            worker.kill()
+        elif paused or silent_s < self.options.hang_s:
+            self.ping_watchdog()
+
+    def on_report(self, row: dict, watch: WorkerWatch, report: dict) -> None:
+        kind = report["kind"]
+        if "trial" in report and report["trial"] is not None:
+            watch.number = report["trial"]
+        if kind == "epoch":
+            self.queue.record_progress(row["id"], self.owner, current_trial=watch.number, current_epoch=report["epoch"])
+            notify(f"STATUS=job {row['id']} {row['study_name']}: trial {watch.number} epoch {report['epoch']}")
+        elif kind == "started":
+            self.queue.record_progress(row["id"], self.owner, current_trial=watch.number, current_epoch=None)
+        elif kind in ("finished", "interrupted", "error"):
+            watch.final = report
+
+    def outcome(self, study: optuna.Study, watch: WorkerWatch, code: int, peak_rss: int) -> TrialOutcome:
+        final = watch.final or {}
+        if final.get("kind") == "finished":
+            return TrialOutcome(watch.number, final["state"])
+        if final.get("kind") == "interrupted" or (self.abort.is_set() and watch.killed):
+            return TrialOutcome(watch.number, "INTERRUPTED")
+        if final.get("kind") == "error":
+            return TrialOutcome(None, "ERROR", final["message"])
+        reason = watch.killed or describe_exit(code, peak_rss)
+        log.warning("trial %s: %s", watch.number, reason)
+        if watch.number is not None:
+            state = study.get_trials(deepcopy=False)[watch.number].state
+            if state == optuna.trial.TrialState.RUNNING:
+                fail_trial(study, watch.number, reason)
+        return TrialOutcome(watch.number, "FAIL", reason)
+
+    def record_progress(self, row: dict, study: optuna.Study) -> None:
+        best = best_trial(study)
+        self.queue.record_progress(
+            row["id"],
+            self.owner,
+            trials_finished=finished_count(study),
+            best_value=None if best is None else best.value,
+            best_arch=None if best is None else best.params.get("arch"),
+            current_trial=None,
+            current_epoch=None,
+        )
+
+
+@dataclass
+class WorkerWatch:
+    """What the daemon knows of a running worker."""
+
+    number: int | None
+    control: str | None = None
+    stop_sent: bool = False
+    paused: bool = False
+    killed: str | None = None
+    final: dict | None = None
+
+
+def describe_exit(code: int, peak_rss: int) -> str:
+    rss = f"peak RSS {peak_rss / 2**30:.2f} GiB"
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"worker killed by {name}{hint}, {rss}"
+    return f"worker exited with code {code}, {rss}"

@@ -1,0 +1,263 @@
+"""The job queue: one SQLite file (WAL, synchronous=FULL), a handful of verbs.
+
+Claiming is one `BEGIN IMMEDIATE` + `UPDATE … RETURNING` that sets owner and lease, so two
+daemons can never take the same job and a daemon killed mid-claim loses nothing. Every change
+a daemon makes to a job it holds is fenced on `owner`, so a daemon that lost its lease cannot
+overwrite the job's new holder.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from hpod.errors import HpodError
+
+BUSY_TIMEOUT_S = 30
+STATES = ("queued", "running", "paused", "interrupted", "done", "failed", "cancelled")
+ACTIVE = ("queued", "running", "paused", "interrupted")  # a duplicate of these is refused
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); append, never edit.
+MIGRATIONS = (
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        study_name TEXT NOT NULL,
+        budget INTEGER NOT NULL,
+        horizon INTEGER NOT NULL,
+        job_name TEXT NOT NULL,
+        job_text TEXT NOT NULL,              -- the job file as it was at enqueue time
+        data_path TEXT,                      -- NULL: the bundled data
+        data_sha256 TEXT NOT NULL,
+        storage TEXT,                        -- NULL: SQLite in the state directory
+        n_trials INTEGER NOT NULL,
+        max_epochs INTEGER,
+        priority INTEGER NOT NULL DEFAULT 0,
+        timeout_s REAL,
+        state TEXT NOT NULL DEFAULT 'queued'
+            CHECK (state IN ('queued','running','paused','interrupted','done','failed','cancelled')),
+        control TEXT CHECK (control IN ('pause', 'cancel')),  -- asked of the daemon holding the job
+        attempts INTEGER NOT NULL DEFAULT 0,
+        owner TEXT,
+        lease_until REAL,
+        created REAL NOT NULL,
+        started REAL,
+        finished REAL,
+        run_s REAL NOT NULL DEFAULT 0,       -- seconds held by a daemon, summed over attempts
+        last_error TEXT,
+        trials_finished INTEGER NOT NULL DEFAULT 0,  -- copied from the study after each trial
+        best_value REAL,
+        best_arch TEXT,
+        current_trial INTEGER,
+        current_epoch INTEGER,
+        progress_at REAL
+    );
+    CREATE INDEX jobs_claim ON jobs (state, priority DESC, created);
+    CREATE TABLE daemons (
+        owner TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started REAL NOT NULL,
+        heartbeat REAL NOT NULL,
+        paused_reason TEXT,
+        readings TEXT                        -- JSON of the latest machine readings
+    );
+    """,
+)
+
+
+class Queue:
+    """The jobs table and the daemons that work on it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock first, so read-then-write cannot deadlock."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self.db.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= len(MIGRATIONS):
+            return
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+
+    def enqueue(self, jobs: list[dict], *, force: bool = False) -> list[int]:
+        """Add jobs, all or none; refuses one whose study is already queued or running unless forced."""
+        now = time.time()
+        with self.transaction() as conn:
+            if not force:
+                for job in jobs:
+                    duplicate = conn.execute(
+                        f"SELECT id, state FROM jobs WHERE study_name = ? AND coalesce(storage, '') = ? "
+                        f"AND state IN ({','.join('?' * len(ACTIVE))})",
+                        (job["study_name"], job.get("storage") or "", *ACTIVE),
+                    ).fetchone()
+                    if duplicate is not None:
+                        raise HpodError(
+                            f"study {job['study_name']} is already {duplicate[1]} as job {duplicate[0]} "
+                            "(--force to add it again)"
+                        )
+            return [self.db["jobs"].insert({**job, "created": now}).last_pk for job in jobs]
+
+    def claim(self, owner: str, lease_s: float) -> dict | None:
+        """Take the next job: interrupted ones first, then by priority and age; None if none is ready."""
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute(
+                """
+                UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1,
+                    started = coalesce(started, ?)
+                WHERE id = (
+                    SELECT id FROM jobs
+                    WHERE state IN ('queued', 'interrupted') OR (state = 'running' AND lease_until < ?)
+                    ORDER BY state = 'queued', priority DESC, created, id LIMIT 1)
+                RETURNING *
+                """,
+                (owner, now + lease_s, now, now),
+            ).fetchone()
+            columns = [c[0] for c in conn.execute("SELECT * FROM jobs LIMIT 0").description]
+        return None if row is None else dict(zip(columns, row, strict=True))
+
+    def extend(self, job_id: int, owner: str, lease_s: float, held_s: float) -> bool:
+        """Extend the lease of a job this owner holds; False if it holds it no more."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET lease_until = ?, run_s = run_s + ? WHERE id = ? AND owner = ? AND state = 'running'",
+                (time.time() + lease_s, held_s, job_id, owner),
+            )
+        return cursor.rowcount == 1
+
+    def release(self, job_id: int, owner: str, state: str, error: str | None = None) -> bool:
+        """End this owner's hold on a job, leaving it in `state` (done, failed, interrupted, …)."""
+        finished = time.time() if state in ("done", "failed", "cancelled") else None
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET state = ?, owner = NULL, lease_until = NULL, control = NULL, "
+                "finished = ?, last_error = coalesce(?, last_error), current_trial = NULL, current_epoch = NULL "
+                "WHERE id = ? AND owner = ?",
+                (state, finished, error, job_id, owner),
+            )
+        return cursor.rowcount == 1
+
+    def record_progress(self, job_id: int, owner: str, **fields) -> None:
+        """Copy a running job's progress (trial, epoch, best so far) to its row, for `hpod status`."""
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE jobs SET {assignments}, progress_at = ? WHERE id = ? AND owner = ?",
+                (*fields.values(), time.time(), job_id, owner),
+            )
+
+    def control(self, job_id: int) -> str | None:
+        """What a person asked of a running job (pause or cancel), if anything."""
+        row = self.db.conn.execute("SELECT control FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def request(self, job_id: int, action: str) -> str:
+        """Pause, resume or cancel a job; a running one is asked through `control` and acts
+        between steps. Returns the job's new state, or 'pausing'/'cancelling'."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise HpodError(f"no job {job_id}")
+            state = row[0]
+            new_state, control = _transition(job_id, state, action)
+            if control is not None:
+                conn.execute("UPDATE jobs SET control = ? WHERE id = ?", (control, job_id))
+                return {"pause": "pausing", "cancel": "cancelling"}[control]
+            finished = time.time() if new_state == "cancelled" else None
+            conn.execute("UPDATE jobs SET state = ?, finished = ? WHERE id = ?", (new_state, finished, job_id))
+            return new_state
+
+    def jobs(self) -> list[dict]:
+        return list(self.db["jobs"].rows_where(order_by="id")) if self.db["jobs"].exists() else []
+
+    def job(self, job_id: int) -> dict:
+        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
+        if not rows:
+            raise HpodError(f"no job {job_id}")
+        return rows[0]
+
+    def register_daemon(self, owner: str, pid: int, host: str) -> None:
+        now = time.time()
+        with self.transaction():
+            self.db["daemons"].upsert(
+                {"owner": owner, "pid": pid, "host": host, "started": now, "heartbeat": now}, pk="owner"
+            )
+
+    def daemon_heartbeat(self, owner: str, paused_reason: str | None, readings: str | None) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE daemons SET heartbeat = ?, paused_reason = ?, readings = ? WHERE owner = ?",
+                (time.time(), paused_reason, readings, owner),
+            )
+
+    def unregister_daemon(self, owner: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM daemons WHERE owner = ?", (owner,))
+
+    def daemons(self) -> list[dict]:
+        return list(self.db["daemons"].rows_where(order_by="started"))
+
+    def interrupt_dead_owners(self, is_dead) -> list[int]:
+        """Jobs held by a daemon that has died (kill -9, power loss) become interrupted at once,
+        rather than after their lease runs out; their dead daemons' rows go."""
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT id, owner FROM jobs WHERE state = 'running'").fetchall()
+            dead = [(job_id, owner) for job_id, owner in rows if is_dead(owner)]
+            for job_id, owner in dead:
+                conn.execute(
+                    "UPDATE jobs SET state = CASE control WHEN 'pause' THEN 'paused' WHEN 'cancel' THEN 'cancelled' "
+                    "ELSE 'interrupted' END, control = NULL, owner = NULL, lease_until = NULL "
+                    "WHERE id = ? AND owner = ?",
+                    (job_id, owner),
+                )
+            for (owner,) in conn.execute("SELECT owner FROM daemons").fetchall():
+                if is_dead(owner):
+                    conn.execute("DELETE FROM daemons WHERE owner = ?", (owner,))
+        return [job_id for job_id, _ in dead]
+
+
+def _transition(job_id: int, state: str, action: str) -> tuple[str, str | None]:
+    """(new state, control to ask of the holding daemon) for a person's action on a job."""
+    if action == "resume":
+        if state == "paused":
+            return "queued", None
+        raise HpodError(f"job {job_id} is {state}, not paused")
+    if state in ("done", "failed", "cancelled"):
+        raise HpodError(f"job {job_id} is already {state}")
+    if state == "running":
+        return state, action
+    if action == "pause":
+        if state == "paused":
+            raise HpodError(f"job {job_id} is already paused")
+        return "paused", None
+    return "cancelled", None

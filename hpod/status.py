@@ -1,0 +1,131 @@
+"""What `hpod status` reports, and how it looks: jobs, daemons and the machine, read from the
+queue alone so that it never waits on, or blocks, a running daemon's study, and imports
+neither torch nor Optuna, so that it answers at once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from rich.table import Table
+
+from hpod.budget import format_budget
+from hpod.liveness import is_dead
+from hpod.queue import Queue
+from hpod.sensors import read_all
+
+DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as not alive
+
+
+def job_status(row: dict) -> dict:
+    done, target = row["trials_finished"], row["n_trials"]
+    eta = None
+    if row["state"] == "running" and 0 < done < target:
+        eta = row["run_s"] / done * (target - done)
+    return {
+        "id": row["id"],
+        "study": row["study_name"],
+        "budget": row["budget"],
+        "horizon": f"h{row['horizon']}",
+        "state": row["state"],
+        "control": row["control"],
+        "priority": row["priority"],
+        "trials_finished": done,
+        "n_trials": target,
+        "best_val_loss": row["best_value"],
+        "best_arch": row["best_arch"],
+        "current_trial": row["current_trial"],
+        "current_epoch": row["current_epoch"],
+        "attempts": row["attempts"],
+        "elapsed_s": row["run_s"],
+        "eta_s": eta,
+        "last_error": row["last_error"],
+    }
+
+
+def daemon_status(row: dict, now: float) -> dict:
+    alive = now - row["heartbeat"] < DAEMON_SILENT_S and not is_dead(row["owner"])
+    return {
+        "owner": row["owner"],
+        "pid": row["pid"],
+        "alive": alive,
+        "started": row["started"],
+        "paused_reason": row["paused_reason"],
+        "readings": json.loads(row["readings"]) if row["readings"] else None,
+    }
+
+
+def collect(queue: Queue | None) -> dict:
+    """Everything status shows; the machine's readings come from a live daemon, else are read now."""
+    now = time.time()
+    jobs = [] if queue is None else [job_status(r) for r in queue.jobs()]
+    daemons = [] if queue is None else [daemon_status(r, now) for r in queue.daemons()]
+    live = [d for d in daemons if d["alive"]]
+    machine = next((d["readings"] for d in live if d["readings"]), None) or read_all()
+    return {"jobs": jobs, "daemons": daemons, "daemon_alive": bool(live), "machine": machine, "time": now}
+
+
+def status_table(status: dict) -> Table:
+    table = Table(title="hpod jobs", title_justify="left")
+    columns = (
+        "id",
+        "study",
+        "budget",
+        "horizon",
+        "state",
+        "trials",
+        "best val loss",
+        "best arch",
+        "now",
+        "elapsed",
+        "ETA",
+    )
+    for name in columns:
+        table.add_column(
+            name, justify="right" if name in ("id", "trials", "best val loss", "elapsed", "ETA") else "left"
+        )
+    for job in status["jobs"]:
+        state = job["state"] + (f" ({job['control']}ing)" if job["control"] else "")
+        now = "-"
+        if job["current_trial"] is not None:
+            now = f"trial {job['current_trial']}" + (
+                f" epoch {job['current_epoch']}" if job["current_epoch"] is not None else ""
+            )
+        table.add_row(
+            str(job["id"]), job["study"], format_budget(job["budget"]), job["horizon"], state,
+            f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]), job["best_arch"] or "-",
+            now, _duration(job["elapsed_s"]), _duration(job["eta_s"]),
+        )  # fmt: skip
+    return table
+
+
+def machine_line(status: dict) -> str:
+    m = status["machine"]
+    parts = [
+        f"RAM {_gib(m['ram_total'] - m['ram_available'])} used, {_gib(m['ram_available'])} available",
+        f"swap {_gib(m['swap_used'])} used" if m["swap_total"] else "no swap",
+        f"CPU {m['cpu_temp_c']:.0f} °C" if m.get("cpu_temp_c") is not None else "CPU temperature n/a",
+    ]
+    live = [d for d in status["daemons"] if d["alive"]]
+    if not live:
+        parts.append("daemon not running")
+    for daemon in live:
+        paused = daemon["paused_reason"]
+        parts.append(f"daemon pid {daemon['pid']} " + (f"paused: {paused}" if paused else "running"))
+    return " · ".join(parts)
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

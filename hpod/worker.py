@@ -1,0 +1,190 @@
+"""A trial's own process. The daemon starts one per trial, so that an OOM kill, a crash or a
+hang costs that trial alone.
+
+Protocol: the daemon writes a JSON task as the first line of the worker's stdin, then
+commands (`pause`, `resume`, `stop`); the worker writes JSON reports, one per line, to the
+file descriptor named on its command line. End of stdin means the daemon died: the worker
+exits at once, so no orphan keeps training a trial that a restarted daemon will resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from hpod.data import load_dataset
+from hpod.errors import HpodError
+from hpod.jobrecord import plan_from_row
+from hpod.search import Objective, TrialLog, open_study, run_trial
+from hpod.state import StateDir, open_storage
+from hpod.train import EpochRecord, Interrupted
+
+log = logging.getLogger(__name__)
+PARENT_GONE_EXIT = 3
+STEP_REPORT_INTERVAL_S = 1.0  # progress reports double as the daemon's hang watchdog
+
+
+class Controls:
+    """What the daemon asked of this trial; read between optimizer steps."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.run = threading.Event()
+        self.run.set()
+
+    def listen(self, commands: IO[str]) -> None:
+        """Apply commands from the daemon until its end of the pipe closes."""
+        for line in commands:
+            command = line.strip()
+            if command == "stop":
+                self.request_stop()
+            elif command == "pause":
+                self.run.clear()
+            elif command == "resume":
+                self.run.set()
+        os._exit(PARENT_GONE_EXIT)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.run.set()  # a paused trial must wake up to stop
+
+    def checkpoint(self) -> None:
+        """Block while paused; raise Interrupted when asked to stop."""
+        while not self.run.wait(timeout=0.5):
+            pass
+        if self.stop.is_set():
+            raise Interrupted("stop requested")
+
+
+class Reporter:
+    def __init__(self, fd: int):
+        self.out = os.fdopen(fd, "w", buffering=1)
+        self.last_step = 0.0
+
+    def send(self, kind: str, **fields) -> None:
+        self.out.write(json.dumps({"kind": kind, **fields}) + "\n")
+
+    def step(self, trial: int, epoch: int, step: int) -> None:
+        now = time.monotonic()
+        if now - self.last_step >= STEP_REPORT_INTERVAL_S:
+            self.last_step = now
+            self.send("step", trial=trial, epoch=epoch, step=step)
+
+
+def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
+    row, state = task["job"], StateDir(Path(task["state_root"]))
+    plan = plan_from_row(row)
+    dataset = load_dataset(plan.job.data, plan.horizon)
+    study = open_study(plan, open_storage(state.storage_url(row["storage"])))
+    current = {"trial": task.get("resume")}
+
+    def after_step(epoch: int, step: int) -> None:
+        reporter.step(current["trial"], epoch, step)
+        controls.checkpoint()
+
+    def on_epoch(number: int, record: EpochRecord) -> None:
+        reporter.send("epoch", trial=number, epoch=record.epoch, val_loss=record.val_loss)
+
+    def on_start(number: int) -> None:
+        current["trial"] = number
+        reporter.send("started", trial=number)
+
+    objective = Objective(plan, dataset, study.sampler, on_epoch=on_epoch, after_step=after_step)
+    try:
+        frozen = run_trial(study, objective, [TrialLog(state.logs / f"{plan.name}.log")], task.get("resume"), on_start)
+    except Interrupted:
+        reporter.send("interrupted", trial=current["trial"])
+        return 0
+    reporter.send("finished", trial=frozen.number, state=frozen.state.name)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    reporter = Reporter(int(argv[0]))
+    task = json.loads(sys.stdin.readline())
+    controls = Controls()
+    threading.Thread(target=controls.listen, args=(sys.stdin,), daemon=True).start()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # systemd and Ctrl-C reach the worker too
+        signal.signal(signum, lambda *_: controls.request_stop())
+    try:
+        return run_task(task, controls, reporter)
+    except HpodError as exc:
+        reporter.send("error", message=str(exc))
+        return 2
+
+
+class TrialProcess:
+    """The daemon's handle on one worker: start it, talk to it, watch it."""
+
+    def __init__(self, task: dict):
+        read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hpod.worker", str(write_fd)], stdin=subprocess.PIPE, pass_fds=(write_fd,), text=True
+        )
+        os.close(write_fd)
+        self.reports_fd, self.buffer = read_fd, b""
+        self.process = psutil.Process(self.proc.pid)
+        self.peak_rss = 0
+        self.last_report = time.monotonic()
+        self.send(json.dumps(task))
+
+    def send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the worker is gone; its exit status tells why
+
+    def reports(self, timeout: float) -> list[dict]:
+        """Reports that arrive within `timeout` seconds; also samples the worker's RSS."""
+        self.sample_rss()
+        ready, _, _ = select.select([self.reports_fd], [], [], timeout)
+        if ready:
+            chunk = os.read(self.reports_fd, 1 << 16)
+            self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        if lines:
+            self.last_report = time.monotonic()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def sample_rss(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def finish(self) -> tuple[int, list[dict]]:
+        """Wait for the worker to exit; its exit code and the reports it left in the pipe."""
+        code = self.proc.wait()
+        while chunk := os.read(self.reports_fd, 1 << 16):
+            self.buffer += chunk
+        reports = [json.loads(line) for line in self.buffer.split(b"\n") if line.strip()]
+        self.buffer = b""
+        os.close(self.reports_fd)
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        return code, reports
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

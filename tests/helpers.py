@@ -1,0 +1,87 @@
+"""Running hpod as a person would: real processes on a real state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+
+TEST_JOB = """
+name: daemon
+grid: {{d_model: [16, 32], n_layers: [1, 2], n_heads: [2], d_ff_mult: [2], tolerance: 0.5}}
+search: {{n_trials: 2, n_startup_trials: 2, epochs: [{epochs}], pruner: none, warmup_steps: [10, 20, 10],
+         forced_extremes: false}}
+train: {{patience: 20}}
+"""
+
+
+def write_job(directory: Path, epochs: int) -> str:
+    path = directory / f"job-{epochs}.yaml"
+    path.write_text(TEST_JOB.format(epochs=epochs))
+    return str(path)
+
+
+def hpod(state: Path, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "hpod", *args, "--state-dir", str(state)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def start_daemon(state: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "hpod", "daemon", *args, "--state-dir", str(state)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def status(state: Path) -> dict:
+    result = hpod(state, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 90, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def study(state: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{state / 'optuna.db'}")
+
+
+def running_worker(state: Path, name: str) -> tuple[int, int] | None:
+    """(trial number, worker pid) of a RUNNING trial that has reported at least one epoch."""
+    if not (state / "optuna.db").exists():
+        return None
+    try:
+        trials = study(state, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    except KeyError:
+        return None
+    for trial in trials:
+        if "worker" in trial.user_attrs and trial.intermediate_values:
+            return trial.number, int(trial.user_attrs["worker"].rsplit(":", 2)[1])
+    return None
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def job_field(state: Path, field: str, job_id: int = 1):
+    """A field of a job, read straight from queue.db (cheaper than `hpod status` in a loop)."""
+    with sqlite3.connect(f"file:{state / 'queue.db'}?mode=ro", uri=True, timeout=30) as db:
+        row = db.execute(f"SELECT {field} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else row[0]
