@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HPOD := $(VENV)/bin/hpod
 
-.PHONY: setup demo test test-all lint format
+.PHONY: setup demo test test-slow test-all lint format
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The crash test (ten kill -9s of a running daemon) and --verify of every default grid.
+test-slow: setup
+	$(PY) -m pytest -m slow
 
 test-all: setup
 	$(PY) -m pytest -m ""

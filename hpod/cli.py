@@ -81,7 +81,9 @@ def run(budget, horizon, trials, max_epochs, job_file, data, state_dir, storage)
         study = open_study(plan, store)
         target = plan.job.search.n_trials
         with StudyProgress(console, study, target) as progress:
-            objective = Objective(plan, datasets[plan.horizon], study.sampler, on_epoch=progress.on_epoch)
+            objective = Objective(
+                plan, datasets[plan.horizon], study.sampler, on_epoch=progress.on_epoch, checkpoints=state.checkpoints
+            )
             callbacks = [TrialLog(state.logs / f"{plan.name}.log"), progress.on_trial]
             run_study(study, objective, target, callbacks)
         console.print(trials_table(study))
@@ -171,11 +173,16 @@ def job_control(action: str) -> None:
         outcome = existing_queue(StateDir.resolve(state_dir)).request(job_id, action)
         click.echo(f"job {job_id}: {outcome}")
 
-    command.__doc__ = f"{action.capitalize()} a job (a running one acts between steps)."
+    command.__doc__ = JOB_ACTIONS[action]
     cli.command(name=action)(command)
 
 
-for _action in ("pause", "resume", "cancel"):
+JOB_ACTIONS = {
+    "pause": "Pause a job; a running one stops at the next step and keeps its place.",
+    "resume": "Put a paused job back in the queue.",
+    "cancel": "Cancel a job; a running one stops at the next step.",
+}
+for _action in JOB_ACTIONS:
     job_control(_action)
 
 
@@ -234,6 +241,38 @@ def export(job, fmt, output, state_dir, storage) -> None:
         Path(output).write_text(text)
 
 
+@cli.command(name="import")
+@click.argument("job_id", type=int)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--exclude-arch", multiple=True, help="architecture key to leave out (repeatable)")
+@state_dir_option
+def import_(job_id, files, exclude_arch, state_dir) -> None:
+    """Add prior trials (hpod JSON export, trial_NNNN.json files, hpod log files) to a job's study."""
+    from hpod.grid import Arch
+    from hpod.importer import import_trials, summary
+    from hpod.jobrecord import plan_from_row
+    from hpod.search import best_trial, finished_count, open_study
+
+    quiet_optuna()
+    state = StateDir.resolve(state_dir)
+    queue = existing_queue(state)
+    row = queue.job(job_id)
+    plan = plan_from_row(row)
+    for key in exclude_arch:
+        Arch.from_key(key)
+    study = open_study(plan, open_storage(state.storage_url(row["storage"])))
+    outcome = import_trials(study, plan, [Path(f) for f in files], set(exclude_arch))
+    best = best_trial(study)
+    queue.refresh_summary(
+        job_id,
+        finished_count(study),
+        None if best is None else best.value,
+        None if best is None else best.params["arch"],
+    )
+    for line in summary(outcome):
+        click.echo(line)
+
+
 def existing_queue(state: StateDir) -> Queue:
     if not state.queue_db.exists():
         raise HpodError(f"no queue in {state.root} (nothing was enqueued there)")
@@ -273,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turning expected failures into one line and an exit code."""
     setup_logging()
     try:
-        cli.main(args=argv, prog_name="hpod", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="hpod", standalone_mode=False)
+    except SystemExit as exc:  # a command's own exit status (daemon, grid --verify)
+        return 0 if exc.code is None else int(exc.code)
     except HpodError as exc:
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
@@ -283,4 +324,4 @@ def main(argv: list[str] | None = None) -> int:
     except (click.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0

@@ -24,7 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from hpod.errors import HpodError
 from hpod.guard import Window
 from hpod.jobrecord import plan_from_row
-from hpod.liveness import is_dead, process_id
+from hpod.liveness import is_dead, is_remote, process_id
 from hpod.queue import Queue
 from hpod.search import best_trial, fail_trial, finished_count, open_study, orphaned_trials
 from hpod.sensors import Readings, read_all
@@ -179,6 +179,7 @@ class Daemon:
     def run_job(self, row: dict) -> tuple[str, str | None]:
         plan = plan_from_row(row)
         study = open_study(plan, open_storage(self.state.storage_url(row["storage"])))
+        wait_for_old_workers(study)
         started, failures = time.monotonic(), 0
         while True:
             verdict = self.verdict(row, study, time.monotonic() - started)
@@ -303,6 +304,16 @@ class WorkerWatch:
     paused: bool = False
     killed: str | None = None
     final: dict | None = None
+
+
+def wait_for_old_workers(study: optuna.Study, timeout_s: float = 30.0) -> None:
+    """A daemon killed outright leaves its worker to notice and exit; resuming that worker's
+    trial before it has gone would run it twice."""
+    deadline = time.monotonic() + timeout_s
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    workers = [t.user_attrs["worker"] for t in running if "worker" in t.user_attrs]
+    while any(not is_dead(w) and not is_remote(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def describe_exit(code: int, peak_rss: int) -> str:

@@ -13,13 +13,17 @@ def process_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
 
 
+def is_remote(identity: str) -> bool:
+    return identity.rsplit(":", 2)[0] != socket.gethostname()
+
+
 def is_dead(identity: str | None) -> bool:
     """True when the process is known to be gone; a process on another host is presumed alive."""
     if not identity:
         return True
-    host, pid, started = identity.rsplit(":", 2)
-    if host != socket.gethostname():
+    if is_remote(identity):
         return False
+    _, pid, started = identity.rsplit(":", 2)
     try:
         process = psutil.Process(int(pid))
     except psutil.NoSuchProcess:

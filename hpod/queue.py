@@ -176,6 +176,14 @@ class Queue:
                 (*fields.values(), time.time(), job_id, owner),
             )
 
+    def refresh_summary(self, job_id: int, trials_finished: int, best_value: float | None, best_arch: str | None):
+        """Copy a study's counts to its job after trials were added outside the daemon (an import)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET trials_finished = ?, best_value = ?, best_arch = ? WHERE id = ?",
+                (trials_finished, best_value, best_arch, job_id),
+            )
+
     def control(self, job_id: int) -> str | None:
         """What a person asked of a running job (pause or cancel), if anything."""
         row = self.db.conn.execute("SELECT control FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -39,7 +39,6 @@ def trial_row(trial: FrozenTrial) -> dict:
 def log_line(trial: FrozenTrial) -> str:
     """The trial log line of DESIGN.md, from which `hpod import` can recover the trial."""
     r = trial_row(trial)
-    planned = trial.user_attrs.get("epochs_planned", r["epochs"])
     parts = [
         f"d_model={r['d_model']}",
         f"n_layers={r['n_layers']}",
@@ -51,7 +50,7 @@ def log_line(trial: FrozenTrial) -> str:
         f"weight_decay={_sci(r['weight_decay'])}",
         f"warmup_steps={r['warmup_steps']}",
         f"dropout={_fixed(r['dropout'], 2)}",
-        f"epochs={r['epochs_run'] if r['epochs_run'] is not None else 0}/{planned}",
+        f"epochs={r['epochs_run'] if r['epochs_run'] is not None else 0}/{r['epochs']}",  # run / the epochs param
         f"state={r['state']}",
         f"val_loss={_fixed(r['val_loss'], 4)}",
     ]

@@ -24,6 +24,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from hpod import checkpoint as checkpoint_io
 from hpod.budget import format_budget
 from hpod.data import Dataset, data_shape
 from hpod.errors import HpodError
@@ -32,7 +33,7 @@ from hpod.guard import micro_batch_for
 from hpod.job import JobSpec, SearchSpec
 from hpod.liveness import is_dead, process_id
 from hpod.records import log_line
-from hpod.train import EpochRecord, Interrupted, StepHook, TrainConfig, TrainResult, pick_device, train
+from hpod.train import EpochRecord, Interrupted, StepHook, TrainConfig, Trainer, TrainResult, pick_device
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -67,10 +68,13 @@ def plan_study(job: JobSpec, budget: int, horizon: int) -> StudyPlan:
     return StudyPlan(job, budget, horizon, require_grid(job.grid, data_shape(job.data), budget))
 
 
-def distributions(search: SearchSpec, arch_keys: Sequence[str]) -> dict[str, BaseDistribution]:
-    """The search space, in the order the objective samples it (arch and epochs before dropout)."""
+def distributions(
+    search: SearchSpec, arch_keys: Sequence[str], widened: dict | None = None
+) -> dict[str, BaseDistribution]:
+    """The search space, in the order the objective samples it (arch and epochs before dropout),
+    with ranges that imports widened (study user attr `widened`) in place of the job's."""
     warmup_low, warmup_high, warmup_step = search.warmup_steps
-    return {
+    space = {
         "arch": CategoricalDistribution(tuple(arch_keys)),
         "learning_rate": FloatDistribution(*search.learning_rate, log=True),
         "weight_decay": FloatDistribution(*search.weight_decay, log=True),
@@ -78,6 +82,9 @@ def distributions(search: SearchSpec, arch_keys: Sequence[str]) -> dict[str, Bas
         "epochs": CategoricalDistribution(search.epochs),
         "dropout": FloatDistribution(*search.dropout),
     }
+    for name, fields in (widened or {}).items():
+        space[name] = type(space[name])(**fields)
+    return space
 
 
 def suggest(trial: Trial, name: str, dist: BaseDistribution):
@@ -210,14 +217,16 @@ class Objective:
         sampler: VariationSampler,
         on_epoch: Callable[[int, EpochRecord], None] | None = None,
         after_step: StepHook | None = None,
+        checkpoints: Path | None = None,  # directory for resume state and best weights; None: none
     ):
         self.plan, self.dataset, self.sampler = plan, dataset, sampler
-        self.on_epoch, self.after_step = on_epoch, after_step
+        self.on_epoch, self.after_step, self.checkpoints = on_epoch, after_step, checkpoints
         self.params_by_key = {e.arch.key: e.params for e in plan.grid}
         self.device = pick_device(plan.job.train.device)
 
     def __call__(self, trial: Trial) -> float:
-        space = distributions(self.plan.job.search, list(self.params_by_key))
+        widened = trial.study.user_attrs.get("widened")
+        space = distributions(self.plan.job.search, list(self.params_by_key), widened)
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
         config = self.train_config(params, trial.number)
         arch = Arch.from_key(params["arch"])
@@ -228,11 +237,12 @@ class Objective:
             head_dropout=self.plan.job.train.head_dropout,
             revin=self.plan.job.train.revin,
         )
-        history: list[EpochRecord] = []
+        trainer = Trainer(model_config, config, self.dataset, *self.checkpoint_paths(trial.number))
+        if trainer.resumed_from is not None:
+            self.record_resume(trial, trainer)
+        history = trainer.result.history
         try:
-            result = train(
-                model_config, config, self.dataset, lambda r: self.report(trial, r, history), self.after_step
-            )
+            result = trainer.fit(lambda r: self.report(trial, r), self.after_step)
         except (optuna.TrialPruned, Interrupted):
             record_history(trial, history)
             raise
@@ -242,6 +252,30 @@ class Objective:
             raise
         record_result(trial, result)
         return result.best_val_loss
+
+    def checkpoint_paths(self, number: int) -> tuple[Path | None, Path | None]:
+        if self.checkpoints is None:
+            return None, None
+        name = self.plan.name
+        return checkpoint_io.resume_path(self.checkpoints, name, number), checkpoint_io.best_path(
+            self.checkpoints, name, number
+        )
+
+    def record_resume(self, trial: Trial, trainer: Trainer) -> None:
+        """Note where the trial continued from, and report epochs Optuna missed before the stop."""
+        epoch, step = trainer.resumed_from
+        resumes = trial.user_attrs.get("resumed_from", [])
+        trial.set_user_attr("resumed_from", [*resumes, {"epoch": epoch, "step": step}])
+        reported = trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values
+        for record in trainer.result.history:
+            if record.epoch not in reported:
+                trial.report(record.val_loss, record.epoch)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A finished trial needs no resume state; only the study's best keeps its best weights."""
+        if self.checkpoints is not None:
+            best = best_trial(study)
+            checkpoint_io.prune(self.checkpoints, study.study_name, trial.number, None if best is None else best.number)
 
     def train_config(self, params: dict, number: int) -> TrainConfig:
         train_spec = self.plan.job.train
@@ -287,8 +321,7 @@ class Objective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
-    def report(self, trial: Trial, record: EpochRecord, history: list[EpochRecord]) -> None:
-        history.append(record)
+    def report(self, trial: Trial, record: EpochRecord) -> None:
         if self.on_epoch is not None:
             self.on_epoch(trial.number, record)
         trial.report(record.val_loss, record.epoch)
@@ -362,6 +395,7 @@ def run_trial(
         frozen = study.tell(trial, state=TrialState.FAIL)
     else:
         frozen = study.tell(trial, value)
+    objective.after_trial(study, frozen)
     gc.collect()
     for callback in callbacks:
         callback(study, frozen)

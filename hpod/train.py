@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from hpod import checkpoint as checkpoint_io
 from hpod.data import Dataset
 from hpod.model import ModelConfig, PatchTST
 
@@ -173,24 +175,136 @@ def evaluate(model, dataset: Dataset, split: str, config: TrainConfig) -> tuple[
 StepHook = Callable[[int, int], None]  # (epoch, step) after each optimizer step; may block or raise
 
 
-def train_epoch(
-    model, optimizer, schedule, dataset: Dataset, config: TrainConfig, generator, epoch: int, after_step: StepHook
-) -> float:
-    model.train()
-    train_ends = dataset.splits["train"]
-    order = train_ends[torch.randperm(len(train_ends), generator=generator)]
-    losses = []
-    for step, batch in enumerate(order.split(config.effective_batch)):
-        loss = accumulate_gradients(model, dataset, batch, config)
-        if not math.isfinite(loss):
-            raise Diverged(f"train loss became {loss} at step {step}")
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.step()
-        losses.append(loss)
-        after_step(epoch, step)
-    return sum(losses) / len(losses)
+@dataclass
+class Position:
+    """Where training stands; with the RNG states, enough to continue exactly."""
+
+    epoch: int = 0  # the epoch in progress
+    step: int = 0  # the next optimizer step within it
+    order: torch.Tensor | None = None  # this epoch's shuffled train rows
+    losses: list[float] = field(default_factory=list)  # this epoch's step losses so far
+    done: bool = False  # early stopping or the last epoch ended training
+
+
+class Trainer:
+    """One trial's training run. It can stop between any two steps and continue from its
+    checkpoint as if it had never stopped: model, optimizer, schedule, RNG, epoch, position in
+    the epoch, best loss and early-stopping counter all come back."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        dataset: Dataset,
+        checkpoint: Path | None = None,
+        best_weights: Path | None = None,
+    ):
+        self.config, self.dataset = config, dataset
+        self.checkpoint, self.best_weights = checkpoint, best_weights
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.model = PatchTST(model_config).to(config.device)
+        self.optimizer = make_optimizer(self.model, config)
+        steps_per_epoch = math.ceil(len(dataset.splits["train"]) / config.effective_batch)
+        self.schedule = make_schedule(self.optimizer, config, steps_per_epoch)
+        self.stopper = EarlyStopping(config.patience, config.min_delta)
+        self.result = TrainResult(math.inf, -1, 0, baseline_loss(dataset), None)
+        self.position = Position()
+        self.resumed_from: tuple[int, int] | None = None  # (epoch, step) of the checkpoint used
+        state = None if checkpoint is None else checkpoint_io.load(checkpoint)
+        if state is not None and state["config"] == asdict(config):
+            self.restore(state)
+
+    def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None, after_step: StepHook | None = None):
+        """Train to early stopping or the planned epochs; the result's loss is the best epoch's.
+
+        `after_step` runs between optimizer steps: it may pause (block) or stop (raise
+        Interrupted), in which case the position is checkpointed before Interrupted goes on."""
+        try:
+            while not self.position.done and self.position.epoch < self.config.epochs:
+                train_loss = self.train_epoch(after_step or _no_op)
+                record = self.end_epoch(train_loss)
+                self.save()
+                if on_epoch is not None:
+                    on_epoch(record)
+        except Interrupted:
+            self.save()
+            raise
+        return self.result
+
+    def train_epoch(self, after_step: StepHook) -> float:
+        self.model.train()
+        position, config = self.position, self.config
+        if position.order is None:
+            train_ends = self.dataset.splits["train"]
+            position.order = train_ends[torch.randperm(len(train_ends), generator=self.generator)]
+        batches = position.order.split(config.effective_batch)
+        while position.step < len(batches):
+            loss = accumulate_gradients(self.model, self.dataset, batches[position.step], config)
+            if not math.isfinite(loss):
+                raise Diverged(f"train loss became {loss} at epoch {position.epoch} step {position.step}")
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.schedule.step()
+            position.losses.append(loss)
+            position.step += 1
+            after_step(position.epoch, position.step - 1)
+        return sum(position.losses) / len(position.losses)
+
+    def end_epoch(self, train_loss: float) -> EpochRecord:
+        """Validate, keep the best, decide on early stopping, and move to the next epoch."""
+        epoch, result = self.position.epoch, self.result
+        val_loss, scores = evaluate(self.model, self.dataset, "val", self.config)
+        check_divergence(val_loss, result.baseline_val_loss, self.config.divergence_factor, epoch)
+        record = EpochRecord(epoch, train_loss, val_loss)
+        result.history.append(record)
+        result.epochs_run = epoch + 1
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, result.best_epoch = val_loss, epoch
+            if self.dataset.task == "binary":
+                result.val_auc = auc(scores, self.dataset.targets[self.dataset.splits["val"]])
+            if self.best_weights is not None:
+                checkpoint_io.save(self.best_weights, {"model": self.model.state_dict(), "epoch": epoch})
+        stop = self.stopper.step(val_loss)
+        if stop:
+            log.info("early stop at epoch %d: best %.4f at epoch %d", epoch, result.best_val_loss, result.best_epoch)
+        self.position = Position(epoch=epoch + 1, done=stop)
+        return record
+
+    def save(self) -> None:
+        if self.checkpoint is None:
+            return
+        position, result = self.position, self.result
+        checkpoint_io.save(
+            self.checkpoint,
+            {
+                "config": asdict(self.config),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+                | ({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
+                "position": vars(position) | {"losses": list(position.losses)},
+                "result": vars(result) | {"history": [vars(r) for r in result.history]},
+                "stopper": {"reference": self.stopper.reference, "bad_epochs": self.stopper.bad_epochs},
+            },
+        )
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.position = Position(**state["position"])
+        history = [EpochRecord(**r) for r in state["result"]["history"]]
+        self.result = TrainResult(**(state["result"] | {"history": history}))
+        self.stopper.reference, self.stopper.bad_epochs = state["stopper"]["reference"], state["stopper"]["bad_epochs"]
+        self.resumed_from = (self.position.epoch, self.position.step)
+        log.info("resuming from checkpoint at epoch %d step %d", *self.resumed_from)
 
 
 def train(
@@ -200,35 +314,8 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     after_step: StepHook | None = None,
 ) -> TrainResult:
-    """Train to early stopping or the planned epochs; the result's loss is the best epoch's.
-
-    `after_step` runs between optimizer steps: it may pause (block) or stop (raise Interrupted)."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = PatchTST(model_config).to(config.device)
-    optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(dataset.splits["train"]) / config.effective_batch)
-    schedule = make_schedule(optimizer, config, steps_per_epoch)
-    stopper = EarlyStopping(config.patience, config.min_delta)
-    baseline = baseline_loss(dataset)
-    result = TrainResult(math.inf, -1, 0, baseline, None)
-    for epoch in range(config.epochs):
-        train_loss = train_epoch(model, optimizer, schedule, dataset, config, generator, epoch, after_step or _no_op)
-        val_loss, scores = evaluate(model, dataset, "val", config)
-        check_divergence(val_loss, baseline, config.divergence_factor, epoch)
-        record = EpochRecord(epoch, train_loss, val_loss)
-        result.history.append(record)
-        result.epochs_run = epoch + 1
-        if val_loss < result.best_val_loss:
-            result.best_val_loss, result.best_epoch = val_loss, epoch
-            if dataset.task == "binary":
-                result.val_auc = auc(scores, dataset.targets[dataset.splits["val"]])
-        if on_epoch is not None:
-            on_epoch(record)
-        if stopper.step(val_loss):
-            log.info("early stop at epoch %d: best %.4f at epoch %d", epoch, result.best_val_loss, result.best_epoch)
-            break
-    return result
+    """Train without checkpoints (tests and benchmarks): see Trainer.fit."""
+    return Trainer(model_config, config, dataset).fit(on_epoch, after_step)
 
 
 def _no_op(epoch: int, step: int) -> None:

@@ -101,7 +101,9 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
         current["trial"] = number
         reporter.send("started", trial=number)
 
-    objective = Objective(plan, dataset, study.sampler, on_epoch=on_epoch, after_step=after_step)
+    objective = Objective(
+        plan, dataset, study.sampler, on_epoch=on_epoch, after_step=after_step, checkpoints=state.checkpoints
+    )
     try:
         frozen = run_trial(study, objective, [TrialLog(state.logs / f"{plan.name}.log")], task.get("resume"), on_start)
     except Interrupted:

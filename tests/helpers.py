@@ -13,6 +13,8 @@ from pathlib import Path
 
 import optuna
 
+from hpod.state import open_storage
+
 TEST_JOB = """
 name: daemon
 grid: {{d_model: [16, 32], n_layers: [1, 2], n_heads: [2], d_ff_mult: [2], tolerance: 0.5}}
@@ -55,7 +57,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 90, what: str = "
 
 
 def study(state: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{state / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=open_storage(f"sqlite:///{state / 'optuna.db'}"))
 
 
 def running_worker(state: Path, name: str) -> tuple[int, int] | None:

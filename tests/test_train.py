@@ -8,9 +8,12 @@ from hpod.model import PatchTST
 from hpod.train import (
     Diverged,
     EarlyStopping,
+    Interrupted,
     TrainConfig,
+    Trainer,
     accumulate_gradients,
     auc,
+    evaluate,
     make_optimizer,
     make_schedule,
     train,
@@ -104,3 +107,50 @@ def test_auc_matches_the_pairwise_definition():
     assert auc(scores, labels) == pytest.approx(sum(p > n for p, n in pairs) / len(pairs))
     assert auc(scores, torch.zeros(5)) is None
     assert math.isclose(auc(torch.arange(4.0), torch.tensor([0.0, 0, 1, 1])), 1.0)
+
+
+class StopAt:
+    """An after_step hook that stops training once, at (epoch, step)."""
+
+    def __init__(self, epoch: int, step: int):
+        self.at, self.fired = (epoch, step), False
+
+    def __call__(self, epoch: int, step: int) -> None:
+        if (epoch, step) == self.at and not self.fired:
+            self.fired = True
+            raise Interrupted("test stop")
+
+
+@pytest.mark.parametrize("stop_at", [(0, 12), (0, 44), (1, 0)])
+def test_a_stopped_run_continues_from_its_checkpoint_exactly_as_if_never_stopped(dataset_h5, tmp_path, stop_at):
+    model_config = ARCH.model_config(dataset_h5.shape, dropout=0.2)
+    cfg = config(epochs=2, seed=7)
+    straight = Trainer(model_config, cfg, dataset_h5).fit()
+    path = tmp_path / "trial.pt"
+    with pytest.raises(Interrupted):
+        Trainer(model_config, cfg, dataset_h5, checkpoint=path).fit(after_step=StopAt(*stop_at))
+    resumed = Trainer(model_config, cfg, dataset_h5, checkpoint=path)
+    assert resumed.resumed_from == (stop_at[0], stop_at[1] + 1)
+    result = resumed.fit()
+    assert [r.val_loss for r in result.history] == [r.val_loss for r in straight.history]
+    assert result.best_val_loss == straight.best_val_loss and result.epochs_run == 2
+
+
+def test_a_checkpoint_of_other_settings_is_ignored(dataset_h5, tmp_path):
+    model_config = ARCH.model_config(dataset_h5.shape)
+    path = tmp_path / "trial.pt"
+    Trainer(model_config, config(epochs=1), dataset_h5, checkpoint=path).fit()
+    assert Trainer(model_config, config(epochs=1), dataset_h5, checkpoint=path).resumed_from == (1, 0)
+    assert Trainer(model_config, config(epochs=1, learning_rate=5e-4), dataset_h5, checkpoint=path).resumed_from is None
+
+
+def test_the_best_epochs_weights_are_kept_beside_the_checkpoint(dataset_h5, tmp_path):
+    model_config = ARCH.model_config(dataset_h5.shape)
+    best = tmp_path / "best.pt"
+    trainer = Trainer(model_config, config(epochs=2), dataset_h5, best_weights=best)
+    result = trainer.fit()
+    saved = torch.load(best, weights_only=True)
+    assert saved["epoch"] == result.best_epoch
+    model = PatchTST(model_config)
+    model.load_state_dict(saved["model"])
+    assert evaluate(model, dataset_h5, "val", config())[0] == pytest.approx(result.best_val_loss, rel=1e-6)

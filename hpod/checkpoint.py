@@ -1,0 +1,61 @@
+"""Checkpoints: one dict per trial, written atomically (temp file, fsync, rename), read back
+whole with `weights_only=True`. A kill during a write leaves the previous checkpoint intact."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def save(path: Path, state: dict) -> None:
+    """Replace `path` with `state`, so that a reader sees the old file or the new, never half."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself must survive a power cut
+    finally:
+        os.close(directory)
+
+
+def load(path: Path) -> dict | None:
+    """The checkpoint at `path`, or None if there is none or it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # a damaged file must not stop the trial: it restarts instead
+        log.warning("checkpoint %s is unreadable (%s); starting the trial afresh", path, exc)
+        return None
+
+
+def trial_dir(root: Path, study_name: str) -> Path:
+    return root / study_name
+
+
+def resume_path(root: Path, study_name: str, number: int) -> Path:
+    """Where a running trial keeps its state for resuming."""
+    return trial_dir(root, study_name) / f"trial_{number:05d}.pt"
+
+
+def best_path(root: Path, study_name: str, number: int) -> Path:
+    """Where a trial keeps the weights of its best epoch (kept for the study's best trial)."""
+    return trial_dir(root, study_name) / f"trial_{number:05d}.best.pt"
+
+
+def prune(root: Path, study_name: str, finished: int, best: int | None) -> None:
+    """After trial `finished` ended: drop its resume state, and best weights of all but `best`."""
+    resume_path(root, study_name, finished).unlink(missing_ok=True)
+    for path in trial_dir(root, study_name).glob("trial_*.best.pt"):
+        if best is None or path != best_path(root, study_name, best):
+            path.unlink(missing_ok=True)
