@@ -429,11 +429,12 @@ def run_study(
     target: int,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> None:
-    """Run trials in this process until `target` have finished; a failing trial fails alone,
-    unless `max_failures` fail in a row, which fails the study."""
+    """Run trials in this process until `target` have finished, continuing first any trial that
+    a stopped or killed run left behind; a failing trial fails alone, unless `max_failures`
+    fail in a row, which fails the study."""
     failures = 0
     while finished_count(study) < target:
-        trial = run_trial(study, objective, callbacks)
+        trial = run_trial(study, objective, callbacks, resume=next(iter(orphaned_trials(study)), None))
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
         check_failures(study, failures, objective.plan.job.search.max_failures, trial)
 

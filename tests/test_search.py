@@ -1,4 +1,5 @@
 import dataclasses
+import socket
 
 import optuna
 import pytest
@@ -15,8 +16,11 @@ from hpod.search import (
     make_pruner,
     open_study,
     plan_study,
+    reopen_trial,
     run_study,
+    run_trial,
 )
+from hpod.train import Interrupted
 
 BUDGET = 20_000
 
@@ -193,3 +197,26 @@ def test_each_reopening_of_a_study_draws_new_parameters(tmp_path, fast_job, data
         run_study(study, objective, target=finished_count(study) + 1)
     rates = [t.params["learning_rate"] for t in study.trials if t.state != TrialState.WAITING]
     assert len(rates) == 3 and len(set(rates)) == 3
+
+
+def test_a_trial_left_running_by_a_dead_process_is_continued_from_its_checkpoint(tmp_path, fast_job, dataset_h5):
+    job = without_extremes(fast_job, epochs=(2,))
+    plan, study, _ = start(tmp_path, job, dataset_h5)
+
+    def stop_early(epoch: int, step: int) -> None:
+        if (epoch, step) == (0, 3):
+            raise Interrupted("stopped")
+
+    stopping = Objective(plan, dataset_h5, study.sampler, after_step=stop_early, checkpoints=tmp_path / "ck")
+    with pytest.raises(Interrupted):
+        run_trial(study, stopping)
+    params = dict(study.trials[0].params)
+    reopen_trial(study, 0).set_user_attr("worker", f"{socket.gethostname()}:999999999:0.00")  # long gone
+
+    objective = Objective(plan, dataset_h5, study.sampler, checkpoints=tmp_path / "ck")
+    run_study(study, objective, target=1)
+    trials = study.trials
+    assert len(trials) == 1 and trials[0].state == TrialState.COMPLETE
+    assert trials[0].params == params and trials[0].user_attrs["resumed_from"] == [{"epoch": 0, "step": 4}]
+    assert not list((tmp_path / "ck" / plan.name).glob("trial_*[0-9].pt"))  # resume state gone
+    assert (tmp_path / "ck" / plan.name / "trial_00000.best.pt").exists()  # the best trial's weights kept
