@@ -26,7 +26,7 @@ from hpod.guard import Window
 from hpod.jobrecord import plan_from_row
 from hpod.liveness import is_dead, is_remote, process_id
 from hpod.queue import Queue
-from hpod.search import best_trial, fail_trial, finished_count, open_study, orphaned_trials
+from hpod.search import best_trial, check_failures, fail_trial, finished_count, open_study, orphaned_trials
 from hpod.sensors import Readings, read_all
 from hpod.state import StateDir, open_storage
 from hpod.systemd import notify, watchdog_interval_s
@@ -65,6 +65,7 @@ class Daemon:
         self.readings: Readings = {}
         self.job: dict | None = None
         self.held_at = time.monotonic()
+        self.held_lock = threading.Lock()
 
     @property
     def pause_reason(self) -> str | None:
@@ -139,14 +140,20 @@ class Daemon:
 
     def heartbeat(self, queue: Queue) -> None:
         """Extend the current job's lease and tell `hpod status` this daemon is alive."""
-        job = self.job
-        if job is not None:
+        if not self.extend_lease(queue):
+            log.error("lost the lease on the current job; leaving it to its new holder")
+            self.stop.set()
+        queue.daemon_heartbeat(self.owner, self.pause_reason, json.dumps(self.readings))
+
+    def extend_lease(self, queue: Queue) -> bool:
+        """Extend the held job's lease, counting the time since the last extension into its run
+        time; the scheduler's thread and the main thread both call it, hence the lock."""
+        with self.held_lock:
+            if self.job is None:
+                return True
             now = time.monotonic()
             held, self.held_at = now - self.held_at, now
-            if not queue.extend(job["id"], self.owner, self.options.lease_s, held):
-                log.error("lost the lease on job %d; leaving it to its new holder", job["id"])
-                self.stop.set()
-        queue.daemon_heartbeat(self.owner, self.pause_reason, json.dumps(self.readings))
+            return queue.extend(self.job["id"], self.owner, self.options.lease_s, held)
 
     def ping_watchdog(self) -> None:
         if watchdog_interval_s() is not None:
@@ -154,7 +161,8 @@ class Daemon:
 
     def work_on(self, row: dict) -> None:
         """Run one claimed job until it ends or is stopped; the daemon never dies of a job."""
-        self.job, self.held_at = row, time.monotonic()
+        with self.held_lock:
+            self.job, self.held_at = row, time.monotonic()
         log.info("job %d (%s): claimed, attempt %d", row["id"], row["study_name"], row["attempts"])
         try:
             state, note = self.run_job(row)
@@ -163,18 +171,11 @@ class Daemon:
         except Exception as exc:
             log.exception("job %d failed", row["id"])
             state, note = "failed", f"{type(exc).__name__}: {exc}"
-        self.heartbeat_now()
+        self.extend_lease(self.queue)
         self.queue.release(row["id"], self.owner, state, note)
-        self.job = None
+        with self.held_lock:
+            self.job = None
         log.info("job %d (%s): %s%s", row["id"], row["study_name"], state, f" ({note})" if note else "")
-
-    def heartbeat_now(self) -> None:
-        """Count the time since the last heartbeat into the job's run time."""
-        job = self.job
-        if job is not None:
-            now = time.monotonic()
-            self.queue.extend(job["id"], self.owner, self.options.lease_s, now - self.held_at)
-            self.held_at = now
 
     def run_job(self, row: dict) -> tuple[str, str | None]:
         plan = plan_from_row(row)
@@ -197,8 +198,7 @@ class Daemon:
                 continue
             self.record_progress(row, study)
             failures = failures + 1 if outcome.state == "FAIL" else 0
-            if failures >= plan.job.search.max_failures:
-                return "failed", f"{failures} trials in a row failed (last: {outcome.reason})"
+            check_failures(study.study_name, failures, plan.job.search.max_failures, outcome.reason)
 
     def verdict(self, row: dict, study: optuna.Study, held_s: float) -> tuple[str, str | None] | None:
         """Whether the job ends now, and how; None to run another trial."""

@@ -7,6 +7,7 @@ or label of one split touches the rows of the next.
 
 from __future__ import annotations
 
+import functools
 import gzip
 from dataclasses import dataclass
 from importlib import resources
@@ -48,10 +49,13 @@ class Dataset:
     shape: DataShape
     horizon: int
 
+    @functools.cached_property
+    def offsets(self) -> torch.Tensor:
+        return torch.arange(-self.shape.context + 1, 1)  # (context,) rows before each window's end
+
     def windows(self, ends: torch.Tensor) -> torch.Tensor:
         """Input windows ending at these rows: (B, context, C)."""
-        offsets = torch.arange(-self.shape.context + 1, 1)
-        return self.features[ends[:, None] + offsets]
+        return self.features[ends[:, None] + self.offsets]
 
     def sizes(self) -> dict[str, int]:
         return {name: len(ends) for name, ends in self.splits.items()}

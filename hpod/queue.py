@@ -131,7 +131,7 @@ class Queue:
         """Take the next job: interrupted ones first, then by priority and age; None if none is ready."""
         now = time.time()
         with self.transaction() as conn:
-            row = conn.execute(
+            cursor = conn.execute(
                 """
                 UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1,
                     started = coalesce(started, ?)
@@ -142,9 +142,9 @@ class Queue:
                 RETURNING *
                 """,
                 (owner, now + lease_s, now, now),
-            ).fetchone()
-            columns = [c[0] for c in conn.execute("SELECT * FROM jobs LIMIT 0").description]
-        return None if row is None else dict(zip(columns, row, strict=True))
+            )
+            row = cursor.fetchone()
+        return None if row is None else dict(zip([c[0] for c in cursor.description], row, strict=True))
 
     def extend(self, job_id: int, owner: str, lease_s: float, held_s: float) -> bool:
         """Extend the lease of a job this owner holds; False if it holds it no more."""
@@ -206,7 +206,7 @@ class Queue:
             return new_state
 
     def jobs(self) -> list[dict]:
-        return list(self.db["jobs"].rows_where(order_by="id")) if self.db["jobs"].exists() else []
+        return list(self.db["jobs"].rows_where(order_by="id"))
 
     def job(self, job_id: int) -> dict:
         rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))

@@ -436,10 +436,11 @@ def run_study(
     while finished_count(study) < target:
         trial = run_trial(study, objective, callbacks, resume=next(iter(orphaned_trials(study)), None))
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        check_failures(study, failures, objective.plan.job.search.max_failures, trial)
+        reason = trial.user_attrs.get("fail_reason", "unknown")
+        check_failures(study.study_name, failures, objective.plan.job.search.max_failures, reason)
 
 
-def check_failures(study: optuna.Study, failures: int, limit: int, last: FrozenTrial) -> None:
+def check_failures(study_name: str, failures: int, limit: int, last_reason: str | None) -> None:
+    """Fail the study once `limit` trials in a row have failed: the job, not a trial, is broken."""
     if failures >= limit:
-        reason = last.user_attrs.get("fail_reason", "unknown")
-        raise StudyFailed(f"study {study.study_name}: {failures} trials in a row failed (last: {reason})")
+        raise StudyFailed(f"study {study_name}: {failures} trials in a row failed (last: {last_reason})")

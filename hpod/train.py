@@ -140,17 +140,22 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def autocast(device: str) -> torch.autocast:
+    """bf16 autocast on CUDA; plain fp32 on the CPU and other devices."""
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda")
+
+
 def accumulate_gradients(model, dataset: Dataset, batch: torch.Tensor, config: TrainConfig) -> float:
     """Forward and backward one optimizer step's samples in micro-batches; returns the mean loss.
 
     Each micro-batch's summed loss is divided by the whole batch size, so the gradient equals
     that of one big batch whatever the micro-batch."""
     total = 0.0
-    device_type = torch.device(config.device).type
     for chunk in batch.split(config.micro_batch):
         x = dataset.windows(chunk).to(config.device, non_blocking=True)
         y = dataset.targets[chunk].to(config.device, non_blocking=True)
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        with autocast(config.device):
             logits = model(x)
         loss = loss_sum(logits, y, dataset.task) / len(batch)
         loss.backward()
@@ -162,11 +167,10 @@ def accumulate_gradients(model, dataset: Dataset, batch: torch.Tensor, config: T
 def evaluate(model, dataset: Dataset, split: str, config: TrainConfig) -> tuple[float, torch.Tensor]:
     """Mean loss over a whole split, and the model's outputs for it."""
     model.eval()
-    device_type = torch.device(config.device).type
     ends = dataset.splits[split]
     outputs = []
     for chunk in ends.split(EVAL_BATCH):
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        with autocast(config.device):
             outputs.append(model(dataset.windows(chunk).to(config.device)).float().cpu())
     scores = torch.cat(outputs)
     return loss_sum(scores, dataset.targets[ends], dataset.task).item() / len(ends), scores

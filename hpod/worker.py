@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+import optuna
 import psutil
 
 from hpod.data import load_dataset
@@ -115,8 +116,6 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     reporter = Reporter(int(argv[0]))
     task = json.loads(sys.stdin.readline())
