@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hpod.data import load_dataset
 from hpod.grid import Arch, count_parameters
-from hpod.guard import micro_batch_for
 from hpod.job import DataSpec
+from hpod.memory import estimate
 from hpod.train import Interrupted, TrainConfig, Trainer, accumulate_gradients
 
 ARCHS = (Arch(128, 8, 4, 512), Arch(512, 6, 8, 2048), Arch(1024, 16, 16, 4096), Arch(2048, 32, 16, 8192))
@@ -45,7 +45,7 @@ def probe(arch: Arch, data, micro: int) -> str:
         if i == 2:  # two warm-up steps
             torch.cuda.synchronize()
             start = time.perf_counter()
-        accumulate_gradients(trainer.model, data, batch, config)
+        accumulate_gradients(trainer.model, data, batch, config, micro)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
@@ -54,11 +54,12 @@ def probe(arch: Arch, data, micro: int) -> str:
     params = count_parameters(arch, data.shape)
     flops = 6 * params * tokens / seconds
     peak, free_after = torch.cuda.max_memory_allocated(), torch.cuda.mem_get_info()[0]
+    predicted = estimate(arch, params, data.shape, micro, "cuda").peak
     del trainer
     return (
         f"{arch.key:>22} {params / 1e6:8.1f}M micro {micro:3d}x{config.accumulation_steps}: "
-        f"{tokens / seconds:12,.0f} tokens/s {flops / 1e12:7.2f} TFLOP/s (6N) peak {gib(peak)} "
-        f"free {gib(free_before)} -> {gib(free_after)}"
+        f"{tokens / seconds:12,.0f} tokens/s {flops / 1e12:7.2f} TFLOP/s (6N) "
+        f"peak {gib(peak)} predicted {gib(predicted)} free {gib(free_before)} -> {gib(free_after)}"
     )
 
 
@@ -94,8 +95,6 @@ def main() -> None:
     say(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, free {gib(free)} of {gib(total)}")
     data = load_dataset(DataSpec(), 5)
     for arch in ARCHS:
-        rule = micro_batch_for(arch.d_model, arch.n_layers, 256)
-        say(f"{arch.key}: memory_score rule picks micro-batch {rule}")
         for micro in (32, 64, 128, 256):
             try:
                 say(probe(arch, data, micro))

@@ -9,6 +9,8 @@ from hpod.errors import HpodError
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9}
 _BUDGET = re.compile(r"^(\d+(?:\.\d+)?)([KMB]?)$", re.IGNORECASE)
 _HORIZON = re.compile(r"^h([1-9]\d*)$", re.IGNORECASE)
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([MGT])(?:I?B)?$", re.IGNORECASE)
+_MEMORY_GIB = {"M": 1 / 1024, "G": 1, "T": 1024}
 
 
 def parse_budget(text: str) -> int:
@@ -29,6 +31,14 @@ def parse_horizon(text: str) -> int:
     if match is None:
         raise HpodError(f"horizon {text!r} is not of the form hN with N >= 1 (h1, h3, h5)")
     return int(match.group(1))
+
+
+def parse_memory_gib(text: str) -> float:
+    """Parse a memory size (`20G`, `20GiB`, `512M`, `1.5T`, binary units) into GiB."""
+    match = _MEMORY.match(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise HpodError(f"memory limit {text!r} is not a positive size such as 20G, 20GiB or 512M")
+    return float(match.group(1)) * _MEMORY_GIB[match.group(2).upper()]
 
 
 def format_budget(count: int) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -14,10 +16,15 @@ log = logging.getLogger(__name__)
 
 def save(path: Path, state: dict) -> None:
     """Replace `path` with `state`, so that a reader sees the old file or the new, never half."""
+    write_atomic(path, lambda f: torch.save(state, f))
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as f:
-        torch.save(state, f)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from hpod.budget import parse_budget, parse_horizon, parse_list
+from hpod.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
 from hpod.errors import HpodError
 from hpod.queue import Queue
 from hpod.state import StateDir, open_storage
@@ -47,6 +47,10 @@ def study_options(command):
         click.option("--max-epochs", type=click.IntRange(min=1), help="cap on each trial's sampled epochs"),
         job_option,
         click.option("--data", type=click.Path(), help="CSV or Parquet file (default: bundled S&P 500)"),
+        click.option(
+            "--memory-limit",
+            help="memory a trial may use, e.g. 20G (default: available RAM or free GPU memory less 10%)",
+        ),
         state_dir_option,
         storage_option,
     )
@@ -55,34 +59,47 @@ def study_options(command):
     return command
 
 
-def load_request(budget: str, horizon: str, job_file, data, trials, max_epochs):
+def load_request(budget: str, horizon: str, job_file, data, trials, max_epochs, memory_limit):
     """The job file with command-line overrides, and the parsed budgets and horizons."""
     from hpod.job import load_job
 
-    job = load_job(job_file).with_overrides(data=data, trials=trials, max_epochs=max_epochs)
+    limit = None if memory_limit is None else parse_memory_gib(memory_limit)
+    job = load_job(job_file).with_overrides(data=data, trials=trials, max_epochs=max_epochs, memory_limit_gib=limit)
     return job, parse_list(budget, parse_budget), parse_list(horizon, parse_horizon)
 
 
 @cli.command()
 @study_options
-def run(budget, horizon, trials, max_epochs, job_file, data, state_dir, storage) -> None:
+def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage) -> None:
     """Run studies in the foreground, one after another, without the queue."""
     from hpod.data import load_dataset
     from hpod.display import StudyProgress, trials_table
+    from hpod.guard import Guard
+    from hpod.jobrecord import fit_to_memory
+    from hpod.probe import ChoiceCache
     from hpod.search import Objective, TrialLog, open_study, plan_study, run_study
+    from hpod.sensors import default_readers, read_all
 
     quiet_optuna()
-    job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs)
-    plans = [plan_study(job, b, h) for b in budgets for h in horizons]
+    job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
+    plans = [fit_to_memory(plan_study(job, b, h), force=False) for b in budgets for h in horizons]
     datasets = {h: load_dataset(job.data, h) for h in horizons}  # all input checked before writing
     state = StateDir.resolve(state_dir).create()
     store = open_storage(state.storage_url(storage))
+    readers = default_readers()
+    guard = Guard(job.guard, lambda: read_all(readers))
     for plan in plans:
         study = open_study(plan, store)
         target = plan.job.search.n_trials
         with StudyProgress(console, study, target) as progress:
             objective = Objective(
-                plan, datasets[plan.horizon], study.sampler, on_epoch=progress.on_epoch, checkpoints=state.checkpoints
+                plan,
+                datasets[plan.horizon],
+                study.sampler,
+                on_epoch=progress.on_epoch,
+                checkpoints=state.checkpoints,
+                guard=guard,
+                choices=ChoiceCache(state.micro_batches),
             )
             callbacks = [TrialLog(state.logs / f"{plan.name}.log"), progress.on_trial]
             run_study(study, objective, target, callbacks)
@@ -93,13 +110,19 @@ def run(budget, horizon, trials, max_epochs, job_file, data, state_dir, storage)
 @study_options
 @click.option("--priority", type=int, default=0, show_default=True, help="higher runs first")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="hours of running before the job ends")
-@click.option("--force", is_flag=True, help="queue even if the same study is already queued or running")
-def enqueue(budget, horizon, trials, max_epochs, job_file, data, state_dir, storage, priority, timeout, force) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="queue even if the same study is already queued or running, or no architecture fits this machine's memory",
+)
+def enqueue(
+    budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, priority, timeout, force
+) -> None:
     """Queue one study per budget × horizon, after checking all of them; prints the job ids."""
     from hpod.jobrecord import prepare_jobs
 
-    job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs)
-    rows = prepare_jobs(job, budgets, horizons, storage=storage, priority=priority, timeout_h=timeout)
+    job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
+    rows = prepare_jobs(job, budgets, horizons, storage=storage, priority=priority, timeout_h=timeout, force=force)
     queue = Queue(StateDir.resolve(state_dir).create().queue_db)
     for job_id, row in zip(queue.enqueue(rows, force=force), rows, strict=True):
         click.echo(f"{job_id}\t{row['study_name']}")
@@ -130,11 +153,17 @@ def show(job_id, as_json, state_dir) -> None:
 
     row = existing_queue(StateDir.resolve(state_dir)).job(job_id)
     study = load_existing_study(row["study_name"], state_dir, row["storage"])
+    memory = {
+        "grid_size": study.user_attrs.get("grid_size"),
+        "dropped_at_enqueue": json.loads(row["dropped_archs"] or "[]"),
+        "memory_failed": study.user_attrs.get("memory_failed_archs", []),
+    }
     if as_json:
         trials = [trial_row(t) for t in study.get_trials(deepcopy=False)]
-        click.echo(json.dumps({"job": job_status(row), "trials": trials}, indent=2))
+        click.echo(json.dumps({"job": job_status(row), "memory": memory, "trials": trials}, indent=2))
         return
     console.print(trials_table(study))
+    console.print(f"job {job_id}: {memory_line(memory)}")
     if row["last_error"]:
         console.print(f"job {job_id}: {row['state']}: {row['last_error']}")
 
@@ -144,15 +173,19 @@ def show(job_id, as_json, state_dir) -> None:
 @click.option("--window", help="run trials only between these hours, e.g. 22:00-07:00")
 @click.option("--hang-timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="seconds without progress after which a trial is killed and failed")  # fmt: skip
+@click.option("--guard", "guard", multiple=True, metavar="KEY=VALUE",
+              help="override a job's guard setting for every trial, e.g. cpu_temp_c=80 (repeatable)")  # fmt: skip
 @state_dir_option
-def daemon(until_idle, window, hang_timeout, state_dir) -> None:
+def daemon(until_idle, window, hang_timeout, guard, state_dir) -> None:
     """Work through the queue (what systemd starts)."""
     from hpod.daemon import Daemon, DaemonOptions
     from hpod.guard import Window
+    from hpod.job import GuardSpec, guard_overrides
 
     quiet_optuna()
     run_window = None if window is None else Window.parse(window)
-    options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout)
+    guard_overrides(GuardSpec(), guard)  # a bad setting fails here, not in every trial
+    options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout, guard=guard)
     sys.exit(Daemon(StateDir.resolve(state_dir).create(), options).run())
 
 
@@ -271,6 +304,15 @@ def import_(job_id, files, exclude_arch, state_dir) -> None:
     )
     for line in summary(outcome):
         click.echo(line)
+
+
+def memory_line(memory: dict) -> str:
+    failed = memory["memory_failed"]
+    return (
+        f"{len(memory['dropped_at_enqueue'])} of {memory['grid_size']} architectures left out at enqueue "
+        f"(too big for the memory limit); {len(failed)} failed at micro-batch 1"
+        + (f" ({', '.join(failed)})" if failed else "")
+    )
 
 
 def existing_queue(state: StateDir) -> Queue:

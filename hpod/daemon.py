@@ -27,7 +27,7 @@ from hpod.jobrecord import plan_from_row
 from hpod.liveness import is_dead, is_remote, process_id
 from hpod.queue import Queue
 from hpod.search import best_trial, check_failures, fail_trial, finished_count, open_study, orphaned_trials
-from hpod.sensors import Readings, read_all
+from hpod.sensors import Readings, default_readers, read_all
 from hpod.state import StateDir, open_storage
 from hpod.systemd import notify, watchdog_interval_s
 from hpod.worker import TrialProcess
@@ -45,6 +45,7 @@ class DaemonOptions:
     hang_s: float = 900.0  # a worker silent this long is killed and its trial failed
     readings_s: float = 10.0
     window: Window | None = None  # outside it, trials pause between steps
+    guard: tuple[str, ...] = ()  # KEY=VALUE overrides of the jobs' guard settings
 
 
 @dataclass
@@ -61,7 +62,10 @@ class Daemon:
         self.owner = process_id()
         self.stop = threading.Event()
         self.abort = threading.Event()  # a second SIGINT: stop the worker at once
-        self.pause_reasons: dict[str, str] = {}
+        self.pause_reasons: dict[str, str] = {}  # the daemon's own: no trial starts or steps
+        self.paused_since: float | None = None
+        self.trial_pause: tuple[str, float] | None = None  # the worker's guard: (reason, since)
+        self.readers = default_readers()
         self.readings: Readings = {}
         self.job: dict | None = None
         self.held_at = time.monotonic()
@@ -70,6 +74,22 @@ class Daemon:
     @property
     def pause_reason(self) -> str | None:
         return "; ".join(self.pause_reasons.values()) or None
+
+    def set_pause(self, name: str, reason: str | None) -> None:
+        if reason is None:
+            self.pause_reasons.pop(name, None)
+        else:
+            self.pause_reasons[name] = reason
+        if not self.pause_reasons:
+            self.paused_since = None
+        elif self.paused_since is None:
+            self.paused_since = time.time()
+
+    def shown_pause(self) -> tuple[str | None, float | None]:
+        """What `hpod status` shows: the daemon's own pause, else the running trial's."""
+        if self.pause_reason is not None:
+            return self.pause_reason, self.paused_since
+        return self.trial_pause or (None, None)
 
     def run(self) -> int:
         """Work until stopped (or, with until_idle, until nothing is left); returns the exit code."""
@@ -129,21 +149,19 @@ class Daemon:
             self.stop.set()
 
     def sample_readings(self) -> None:
-        self.readings = read_all()
+        self.readings = read_all(self.readers)
 
     def check_window(self) -> None:
         window = self.options.window
-        if window is None or window.contains(dt.datetime.now()):
-            self.pause_reasons.pop("window", None)
-        else:
-            self.pause_reasons["window"] = f"outside the run window {window}"
+        inside = window is None or window.contains(dt.datetime.now())
+        self.set_pause("window", None if inside else f"outside the run window {window}")
 
     def heartbeat(self, queue: Queue) -> None:
         """Extend the current job's lease and tell `hpod status` this daemon is alive."""
         if not self.extend_lease(queue):
             log.error("lost the lease on the current job; leaving it to its new holder")
             self.stop.set()
-        queue.daemon_heartbeat(self.owner, self.pause_reason, json.dumps(self.readings))
+        queue.daemon_heartbeat(self.owner, *self.shown_pause(), json.dumps(self.readings))
 
     def extend_lease(self, queue: Queue) -> bool:
         """Extend the held job's lease, counting the time since the last extension into its run
@@ -217,7 +235,9 @@ class Daemon:
 
     def supervise(self, row: dict, study: optuna.Study, resume: int | None) -> TrialOutcome:
         """Start a worker for one trial (or to resume one) and watch it until it exits."""
-        worker = TrialProcess({"job": row, "state_root": str(self.state.root), "resume": resume})
+        self.trial_pause = None
+        task = {"job": row, "state_root": str(self.state.root), "resume": resume, "guard": self.options.guard}
+        worker = TrialProcess(task)
         watch = WorkerWatch(resume)
         last_control = 0.0
         while worker.alive():
@@ -262,7 +282,12 @@ class Daemon:
             notify(f"STATUS=job {row['id']} {row['study_name']}: trial {watch.number} epoch {report['epoch']}")
         elif kind == "started":
             self.queue.record_progress(row["id"], self.owner, current_trial=watch.number, current_epoch=None)
+        elif kind in ("paused", "resumed"):
+            self.trial_pause = (report["reason"], report["since"]) if kind == "paused" else None
+            log.info("trial %s %s", watch.number, f"paused: {report['reason']}" if kind == "paused" else "resumed")
+            self.queue.daemon_heartbeat(self.owner, *self.shown_pause(), json.dumps(self.readings))
         elif kind in ("finished", "interrupted", "error"):
+            self.trial_pause = None
             watch.final = report
 
     def outcome(self, study: optuna.Study, watch: WorkerWatch, code: int, peak_rss: int) -> TrialOutcome:

@@ -120,19 +120,67 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class GuardSpec:
+    """When a trial pauses between optimizer steps, and when it may go on: each pause bound has
+    a lower resume bound that readings must stay under for `hold_s` (no flapping)."""
+
+    memory_margin: float = 0.10  # the memory limit is available RAM / free GPU memory less this
+    memory_limit_gib: float | None = None  # a fixed limit instead (--memory-limit)
+    memory_floor_gib: float = 1.0  # pause when available RAM falls below this
+    memory_resume_gib: float = 2.0  # ... and resume only above this
+    pressure_pause_pct: float = 20.0  # /proc/pressure/memory "some avg10"
+    pressure_resume_pct: float = 5.0
+    swap_in_pause_mib_s: float = 16.0
+    swap_in_resume_mib_s: float = 1.0
+    cpu_temp_c: float = 85.0  # pause at the sensor's own `high` mark, or at this without one
+    gpu_temp_margin_c: float = 5.0  # pause this far below the GPU's slowdown temperature
+    temp_resume_drop_c: float = 10.0  # resume this far below the pause temperature
+    hold_s: float = 60.0  # readings stay under the resume bounds this long before resuming
+    shrink_after_s: float = 120.0  # memory pressure this long into a pause: halve the micro-batch
+    check_s: float = 1.0  # readings are taken at most this often between steps
+    poll_s: float = 2.0  # and this often while paused
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.memory_margin < 1, f"guard.memory_margin must lie in [0, 1) but got {self.memory_margin}")
+        _check(
+            self.memory_limit_gib is None or self.memory_limit_gib > 0,
+            f"guard.memory_limit_gib must be positive but got {self.memory_limit_gib}",
+        )
+        for pause, resume in (
+            ("memory_resume_gib", "memory_floor_gib"),
+            ("pressure_pause_pct", "pressure_resume_pct"),
+            ("swap_in_pause_mib_s", "swap_in_resume_mib_s"),
+        ):
+            _check(
+                getattr(self, pause) >= getattr(self, resume),
+                f"guard.{pause} must be at least guard.{resume} (hysteresis)",
+            )
+        for name in ("hold_s", "shrink_after_s", "check_s", "poll_s", "temp_resume_drop_c"):
+            _check(getattr(self, name) >= 0, f"guard.{name} cannot be negative but got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str = "architectural_search"
     data: DataSpec = field(default_factory=DataSpec)
     grid: GridSpec = field(default_factory=GridSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    guard: GuardSpec = field(default_factory=GuardSpec)
     text: str = ""  # the YAML this was read from, kept with the study
 
     def with_overrides(
-        self, *, data: str | None = None, trials: int | None = None, max_epochs: int | None = None
+        self,
+        *,
+        data: str | None = None,
+        trials: int | None = None,
+        max_epochs: int | None = None,
+        memory_limit_gib: float | None = None,
     ) -> JobSpec:
         """Apply command-line options on top of the job file."""
         job = self
+        if memory_limit_gib is not None:
+            job = dataclasses.replace(job, guard=dataclasses.replace(job.guard, memory_limit_gib=memory_limit_gib))
         if data is not None:
             job = dataclasses.replace(job, data=dataclasses.replace(job.data, path=data))
         if trials is not None:
@@ -142,7 +190,7 @@ class JobSpec:
         return job
 
 
-_SECTIONS = {"data": DataSpec, "grid": GridSpec, "search": SearchSpec, "train": TrainSpec}
+_SECTIONS = {"data": DataSpec, "grid": GridSpec, "search": SearchSpec, "train": TrainSpec, "guard": GuardSpec}
 
 
 def load_job(path: str | Path | None) -> JobSpec:
@@ -173,6 +221,18 @@ def parse_job(text: str, *, source: str = "<job>", default_name: str = "job") ->
     except HpodError as exc:
         raise HpodError(f"job file {source}: {exc}") from None
     return JobSpec(name=str(raw.get("name", default_name)), text=text, **sections)
+
+
+def guard_overrides(spec: GuardSpec, pairs: tuple[str, ...]) -> GuardSpec:
+    """Apply `KEY=VALUE` settings (the daemon's --guard options) on top of a job's guard."""
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise HpodError(f"--guard {pair!r} is not KEY=VALUE (e.g. cpu_temp_c=80)")
+        values[key.strip()] = yaml.safe_load(value)
+    checked = _build(GuardSpec, values, "guard")  # names and types, with one clear error
+    return dataclasses.replace(spec, **{key: getattr(checked, key) for key in values})
 
 
 def _build(cls: type, values: dict, section: str):

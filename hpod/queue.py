@@ -68,6 +68,11 @@ MIGRATIONS = (
         readings TEXT                        -- JSON of the latest machine readings
     );
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN memory_limit_gib REAL;  -- --memory-limit, NULL for the machine's
+    ALTER TABLE jobs ADD COLUMN dropped_archs TEXT;     -- JSON keys too big for the limit at enqueue
+    ALTER TABLE daemons ADD COLUMN paused_since REAL;
+    """,
 )
 
 
@@ -221,11 +226,13 @@ class Queue:
                 {"owner": owner, "pid": pid, "host": host, "started": now, "heartbeat": now}, pk="owner"
             )
 
-    def daemon_heartbeat(self, owner: str, paused_reason: str | None, readings: str | None) -> None:
+    def daemon_heartbeat(
+        self, owner: str, paused_reason: str | None, paused_since: float | None, readings: str | None
+    ) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE daemons SET heartbeat = ?, paused_reason = ?, readings = ? WHERE owner = ?",
-                (time.time(), paused_reason, readings, owner),
+                "UPDATE daemons SET heartbeat = ?, paused_reason = ?, paused_since = ?, readings = ? WHERE owner = ?",
+                (time.time(), paused_reason, paused_since, readings, owner),
             )
 
     def unregister_daemon(self, owner: str) -> None:

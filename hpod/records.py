@@ -13,7 +13,7 @@ ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")
 PARAMS = ("learning_rate", "weight_decay", "warmup_steps", "dropout", "epochs")
 COLUMNS = (
     "number", "state", "arch", *ARCH_FIELDS, "micro_batch", "accumulation_steps", *PARAMS,
-    "epochs_run", "best_epoch", "val_loss", "val_auc", "duration_s", "fail_reason",
+    "epochs_run", "best_epoch", "val_loss", "val_auc", "duration_s", "pauses", "paused_s", "fail_reason",
 )  # fmt: skip
 
 
@@ -31,6 +31,8 @@ def trial_row(trial: FrozenTrial) -> dict:
         "val_loss": attrs.get("best_val_loss", trial.value),  # a pruned trial's value is its last epoch's
         "val_auc": attrs.get("val_auc"),
         "duration_s": None if duration is None else round(duration, 3),
+        "pauses": len(attrs.get("pauses", [])),
+        "paused_s": attrs.get("paused_s"),
         "fail_reason": attrs.get("fail_reason"),
     }
     return row

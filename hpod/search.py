@@ -7,9 +7,12 @@ to the other end of the dropout range. Every sampled value is the value the trai
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
+import math
 import os
+import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,14 +32,27 @@ from hpod.budget import format_budget
 from hpod.data import Dataset, data_shape
 from hpod.errors import HpodError
 from hpod.grid import Arch, GridEntry, extremes, require_grid
-from hpod.guard import micro_batch_for
+from hpod.guard import Guard
 from hpod.job import JobSpec, SearchSpec
 from hpod.liveness import is_dead, process_id
+from hpod.memory import job_limit
+from hpod.model import ModelConfig
+from hpod.probe import ChoiceCache, Probe, choose_micro_batch, probe_steps
 from hpod.records import log_line
-from hpod.train import EpochRecord, Interrupted, StepHook, TrainConfig, Trainer, TrainResult, pick_device
+from hpod.train import (
+    EpochRecord,
+    Interrupted,
+    MemoryFailed,
+    StepHook,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    pick_device,
+)
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MEMORY_FAILED = "memory_failed_archs"  # study user attr: keys that failed at micro-batch 1
 
 
 class StudyFailed(HpodError):
@@ -51,6 +67,7 @@ class StudyPlan:
     budget: int
     horizon: int
     grid: list[GridEntry]
+    excluded: frozenset[str] = frozenset()  # keys too big for the memory limit when queued
 
     @property
     def name(self) -> str:
@@ -99,10 +116,15 @@ class VariationSampler(optuna.samplers.BaseSampler):
     """Wraps a sampler and forces variation: a trial with the previous trial's architecture,
     dropout within `variation_dropout_delta` and epochs within `variation_epochs_delta` gets
     dropout from the far end of `variation_dropout` instead. The replaced system's TPE kept
-    re-sampling one architecture with near-identical settings."""
+    re-sampling one architecture with near-identical settings.
 
-    def __init__(self, base: optuna.samplers.BaseSampler, spec: SearchSpec):
-        self.base, self.spec = base, spec
+    It also keeps trials off architectures that cannot fit in memory: those left out when the
+    job was queued and those that failed at micro-batch 1 (study attr `memory_failed_archs`).
+    The arch distribution keeps the whole grid, so a study shared with a bigger machine stays
+    one search space."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, spec: SearchSpec, excluded: frozenset[str] = frozenset()):
+        self.base, self.spec, self.excluded = base, spec, excluded
         self.varied: dict[int, float] = {}  # trial number -> the dropout the base sampler chose
 
     def infer_relative_search_space(self, study, trial):
@@ -110,6 +132,8 @@ class VariationSampler(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study, trial, search_space):
         params = self.base.sample_relative(study, trial, search_space)
+        if "arch" in params:
+            params["arch"] = self._fitting(study, trial, params["arch"], search_space["arch"].choices)
         if {"arch", "epochs", "dropout"} <= params.keys():
             fixed = trial.system_attrs.get("fixed_params", {})
             arch, epochs = fixed.get("arch", params["arch"]), fixed.get("epochs", params["epochs"])
@@ -118,6 +142,8 @@ class VariationSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         value = self.base.sample_independent(study, trial, param_name, param_distribution)
+        if param_name == "arch":
+            value = self._fitting(study, trial, value, param_distribution.choices)
         if param_name == "dropout" and {"arch", "epochs"} <= trial.params.keys():
             value = self._vary(study, trial, trial.params["arch"], trial.params["epochs"], value)
         return value
@@ -130,6 +156,18 @@ class VariationSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
+
+    def _fitting(self, study, trial: FrozenTrial, arch: str, choices: Sequence[str]) -> str:
+        """The sampled architecture, or, if it cannot fit in memory, one drawn among those that can."""
+        # Hyperband hands samplers a per-bracket view without user_attrs; the storage has them.
+        attrs = study._storage.get_study_user_attrs(study._study_id)
+        excluded = self.excluded | set(attrs.get(MEMORY_FAILED, ()))
+        allowed = [c for c in choices if c not in excluded]
+        if arch not in excluded or not allowed:
+            return arch
+        pick = random.Random(zlib.crc32(f"{study.study_name}:{trial.number}".encode())).choice(allowed)
+        log.info("trial %d: %s does not fit in memory; %s instead", trial.number, arch, pick)
+        return pick
 
     def _vary(self, study, trial: FrozenTrial, arch: str, epochs: int, dropout: float) -> float:
         previous = previous_trial(study, trial.number)
@@ -186,12 +224,12 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> o
     started = sum(t.state != TrialState.WAITING for t in trials)
     seed = zlib.crc32(f"{plan.name}:{search.seed}:{started}".encode())
     tpe = optuna.samplers.TPESampler(n_startup_trials=search.n_startup_trials, seed=seed)
-    study.sampler = VariationSampler(tpe, search)
+    study.sampler = VariationSampler(tpe, search, plan.excluded)
     if not trials and not study.user_attrs:
         for key, value in study_attrs(plan).items():
             study.set_user_attr(key, value)
         if search.forced_extremes:
-            for arch in extremes(plan.grid):
+            for arch in extremes([e for e in plan.grid if e.arch.key not in plan.excluded]):
                 study.enqueue_trial({"arch": arch.key}, user_attrs={"forced_extreme": True})
     return study
 
@@ -218,9 +256,13 @@ class Objective:
         on_epoch: Callable[[int, EpochRecord], None] | None = None,
         after_step: StepHook | None = None,
         checkpoints: Path | None = None,  # directory for resume state and best weights; None: none
+        guard: Guard | None = None,  # pauses training when the machine is short of memory or hot
+        choices: ChoiceCache | None = None,  # micro-batch choices kept across trials and processes
+        probe: Probe = probe_steps,
     ):
         self.plan, self.dataset, self.sampler = plan, dataset, sampler
         self.on_epoch, self.after_step, self.checkpoints = on_epoch, after_step, checkpoints
+        self.guard, self.choices, self.probe = guard, choices, probe
         self.params_by_key = {e.arch.key: e.params for e in plan.grid}
         self.device = pick_device(plan.job.train.device)
 
@@ -228,30 +270,81 @@ class Objective:
         widened = trial.study.user_attrs.get("widened")
         space = distributions(self.plan.job.search, list(self.params_by_key), widened)
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
-        config = self.train_config(params, trial.number)
         arch = Arch.from_key(params["arch"])
-        self.record_setup(trial, arch, config)
         model_config = arch.model_config(
             self.dataset.shape,
             dropout=params["dropout"],
             head_dropout=self.plan.job.train.head_dropout,
             revin=self.plan.job.train.revin,
         )
-        trainer = Trainer(model_config, config, self.dataset, *self.checkpoint_paths(trial.number))
+        config = self.train_config(params, trial.number)
+        if self.guard is not None:  # a trial does not start, nor probe its memory, on a strained machine
+            try:
+                self.guard.between_steps(lambda: self.after_step and self.after_step(0, -1), can_shrink=False)
+            finally:
+                self.record_pauses(trial)
+        try:
+            config = dataclasses.replace(config, micro_batch=self.micro_batch(trial, arch, model_config, config))
+        except MemoryFailed as exc:
+            self.fail_for_memory(trial, arch, exc)
+            raise
+        self.record_setup(trial, arch, config)
+        trainer = Trainer(model_config, config, self.dataset, *self.checkpoint_paths(trial.number), guard=self.guard)
         if trainer.resumed_from is not None:
             self.record_resume(trial, trainer)
-        history = trainer.result.history
         try:
             result = trainer.fit(lambda r: self.report(trial, r), self.after_step)
         except (optuna.TrialPruned, Interrupted):
-            record_history(trial, history)
+            raise
+        except MemoryFailed as exc:
+            self.fail_for_memory(trial, arch, exc)
             raise
         except Exception as exc:
-            record_history(trial, history)
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            self.record_run(trial, trainer)
         record_result(trial, result)
         return result.best_val_loss
+
+    def micro_batch(self, trial: Trial, arch: Arch, model_config: ModelConfig, config: TrainConfig) -> int:
+        """The cached choice for this architecture on this device and data, or a new one, probed."""
+        limit = job_limit(self.plan.job.guard, self.device)
+        key = ChoiceCache.key(arch, self.device, model_config, config.effective_batch)
+        choice = None if self.choices is None else self.choices.get(key)
+        if choice is None or choice.predicted > limit.bytes:
+            params = self.params_by_key[arch.key]
+            choice = choose_micro_batch(arch, params, model_config, config, self.dataset, limit, self.probe)
+            if self.choices is not None:
+                self.choices.put(key, choice)
+        log.info("trial %d: %s, %s (limit %s)", trial.number, arch.key, choice.describe(), limit.source)
+        trial.set_user_attr("micro_batch_choice", choice.describe())
+        return choice.micro_batch
+
+    def fail_for_memory(self, trial: Trial, arch: Arch, exc: MemoryFailed) -> None:
+        """Record the architecture as memory-failed: no later trial of the study samples it."""
+        failed = set(trial.study.user_attrs.get(MEMORY_FAILED, ()))
+        trial.study.set_user_attr(MEMORY_FAILED, sorted(failed | {arch.key}))
+        trial.set_user_attr("fail_reason", f"out of memory: {exc}")
+
+    def record_run(self, trial: Trial, trainer: Trainer) -> None:
+        """What the run did, however it ended: epochs, pauses, and a micro-batch halved on the way."""
+        record_history(trial, trainer.result.history)
+        if trainer.micro_batch != trainer.config.micro_batch:
+            trial.set_user_attr("micro_batch", trainer.micro_batch)
+            trial.set_user_attr("accumulation_steps", math.ceil(trainer.config.effective_batch / trainer.micro_batch))
+        self.record_pauses(trial)
+
+    def record_pauses(self, trial: Trial) -> None:
+        """Add the guard's pauses since the last record to the trial's (a resumed trial keeps its
+        earlier ones)."""
+        if self.guard is None:
+            return
+        taken = self.guard.take_pauses()
+        if taken:
+            pauses = trial.user_attrs.get("pauses", []) + taken
+            trial.set_user_attr("pauses", pauses)
+            trial.set_user_attr("paused_s", sum(p["seconds"] for p in pauses))
 
     def checkpoint_paths(self, number: int) -> tuple[Path | None, Path | None]:
         if self.checkpoints is None:
@@ -279,7 +372,6 @@ class Objective:
 
     def train_config(self, params: dict, number: int) -> TrainConfig:
         train_spec = self.plan.job.train
-        arch = Arch.from_key(params["arch"])
         epochs = params["epochs"] if train_spec.max_epochs is None else min(params["epochs"], train_spec.max_epochs)
         return TrainConfig(
             learning_rate=params["learning_rate"],
@@ -287,7 +379,7 @@ class Objective:
             warmup_steps=params["warmup_steps"],
             epochs=epochs,
             effective_batch=train_spec.effective_batch,
-            micro_batch=micro_batch_for(arch.d_model, arch.n_layers, train_spec.effective_batch),
+            micro_batch=train_spec.effective_batch,  # until the memory probe chooses
             patience=train_spec.patience,
             min_delta=train_spec.min_delta,
             grad_clip=train_spec.grad_clip,
@@ -339,7 +431,6 @@ def record_history(trial: Trial, history: list[EpochRecord]) -> None:
 
 
 def record_result(trial: Trial, result: TrainResult) -> None:
-    record_history(trial, result.history)
     trial.set_user_attr("baseline_val_loss", result.baseline_val_loss)
     if result.val_auc is not None:
         trial.set_user_attr("val_auc", result.val_auc)

@@ -38,6 +38,11 @@ class StateDir:
         return self.root / "logs"
 
     @property
+    def micro_batches(self) -> Path:
+        """Micro-batch choices per architecture, device and data shape (see probe.ChoiceCache)."""
+        return self.root / "micro_batches.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from hpod.budget import format_budget
 from hpod.liveness import is_dead
 from hpod.queue import Queue
-from hpod.sensors import read_all
+from hpod.sensors import default_readers, read_all
 
 DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as not alive
 
@@ -51,6 +51,7 @@ def daemon_status(row: dict, now: float) -> dict:
         "alive": alive,
         "started": row["started"],
         "paused_reason": row["paused_reason"],
+        "paused_s": None if row["paused_since"] is None else max(0.0, now - row["paused_since"]),
         "readings": json.loads(row["readings"]) if row["readings"] else None,
     }
 
@@ -61,7 +62,7 @@ def collect(queue: Queue | None) -> dict:
     jobs = [] if queue is None else [job_status(r) for r in queue.jobs()]
     daemons = [] if queue is None else [daemon_status(r, now) for r in queue.daemons()]
     live = [d for d in daemons if d["alive"]]
-    machine = next((d["readings"] for d in live if d["readings"]), None) or read_all()
+    machine = next((d["readings"] for d in live if d["readings"]), None) or read_all(default_readers())
     return {"jobs": jobs, "daemons": daemons, "daemon_alive": bool(live), "machine": machine, "time": now}
 
 
@@ -105,14 +106,26 @@ def machine_line(status: dict) -> str:
         f"RAM {_gib(m['ram_total'] - m['ram_available'])} used, {_gib(m['ram_available'])} available",
         f"swap {_gib(m['swap_used'])} used" if m["swap_total"] else "no swap",
         f"CPU {m['cpu_temp_c']:.0f} °C" if m.get("cpu_temp_c") is not None else "CPU temperature n/a",
+        _optional(m, "memory_pressure_pct", "memory pressure {:.0f}%"),
     ]
+    if m.get("gpu_temp_c") is not None:
+        parts.append(f"GPU {m['gpu_temp_c']:.0f} °C" + (" (throttling)" if m.get("gpu_thermal_throttle") else ""))
+    if m.get("gpu_mem_free") is not None:
+        parts.append(f"GPU memory {_gib(m['gpu_mem_free'])} free")
     live = [d for d in status["daemons"] if d["alive"]]
     if not live:
         parts.append("daemon not running")
     for daemon in live:
         paused = daemon["paused_reason"]
-        parts.append(f"daemon pid {daemon['pid']} " + (f"paused: {paused}" if paused else "running"))
+        shown = f"paused: {paused}, {_duration(daemon['paused_s'])}" if paused else "running"
+        parts.append(f"daemon pid {daemon['pid']} {shown}")
     return " · ".join(parts)
+
+
+def _optional(readings: dict, key: str, form: str) -> str:
+    """A reading, or `… n/a` when its sensor is missing: unknown is shown, never guessed."""
+    value = readings.get(key)
+    return form.split(" {")[0] + " n/a" if value is None else form.format(value)
 
 
 def _loss(value: float | None) -> str:

@@ -16,10 +16,12 @@ import torch.nn.functional as F
 
 from hpod import checkpoint as checkpoint_io
 from hpod.data import Dataset
+from hpod.guard import Guard
 from hpod.model import ModelConfig, PatchTST
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 1024
+OUT_OF_MEMORY = (torch.OutOfMemoryError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class Interrupted(Exception):
 
 class Diverged(RuntimeError):
     """The loss became non-finite or blew far past a constant predictor's."""
+
+
+class MemoryFailed(RuntimeError):
+    """The architecture does not train even at micro-batch 1 within the memory limit."""
 
 
 class EarlyStopping:
@@ -146,13 +152,13 @@ def autocast(device: str) -> torch.autocast:
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda")
 
 
-def accumulate_gradients(model, dataset: Dataset, batch: torch.Tensor, config: TrainConfig) -> float:
+def accumulate_gradients(model, dataset: Dataset, batch: torch.Tensor, config: TrainConfig, micro_batch: int) -> float:
     """Forward and backward one optimizer step's samples in micro-batches; returns the mean loss.
 
     Each micro-batch's summed loss is divided by the whole batch size, so the gradient equals
     that of one big batch whatever the micro-batch."""
     total = 0.0
-    for chunk in batch.split(config.micro_batch):
+    for chunk in batch.split(micro_batch):
         x = dataset.windows(chunk).to(config.device, non_blocking=True)
         y = dataset.targets[chunk].to(config.device, non_blocking=True)
         with autocast(config.device):
@@ -188,6 +194,7 @@ class Position:
     order: torch.Tensor | None = None  # this epoch's shuffled train rows
     losses: list[float] = field(default_factory=list)  # this epoch's step losses so far
     done: bool = False  # early stopping or the last epoch ended training
+    micro_batch: int | None = None  # once an OOM or memory pressure has halved the config's
 
 
 class Trainer:
@@ -202,8 +209,9 @@ class Trainer:
         dataset: Dataset,
         checkpoint: Path | None = None,
         best_weights: Path | None = None,
+        guard: Guard | None = None,
     ):
-        self.config, self.dataset = config, dataset
+        self.config, self.dataset, self.guard = config, dataset, guard
         self.checkpoint, self.best_weights = checkpoint, best_weights
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -216,8 +224,12 @@ class Trainer:
         self.position = Position()
         self.resumed_from: tuple[int, int] | None = None  # (epoch, step) of the checkpoint used
         state = None if checkpoint is None else checkpoint_io.load(checkpoint)
-        if state is not None and state["config"] == asdict(config):
+        if state is not None and same_run(state["config"], asdict(config)):
             self.restore(state)
+
+    @property
+    def micro_batch(self) -> int:
+        return self.config.micro_batch if self.position.micro_batch is None else self.position.micro_batch
 
     def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None, after_step: StepHook | None = None):
         """Train to early stopping or the planned epochs; the result's loss is the best epoch's.
@@ -244,7 +256,7 @@ class Trainer:
             position.order = train_ends[torch.randperm(len(train_ends), generator=self.generator)]
         batches = position.order.split(config.effective_batch)
         while position.step < len(batches):
-            loss = accumulate_gradients(self.model, self.dataset, batches[position.step], config)
+            loss = self.gradients(batches[position.step])
             if not math.isfinite(loss):
                 raise Diverged(f"train loss became {loss} at epoch {position.epoch} step {position.step}")
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
@@ -254,7 +266,30 @@ class Trainer:
             position.losses.append(loss)
             position.step += 1
             after_step(position.epoch, position.step - 1)
+            self.ask_guard(after_step)
         return sum(position.losses) / len(position.losses)
+
+    def gradients(self, batch: torch.Tensor) -> float:
+        """One step's gradients; an OOM halves the micro-batch (accumulation doubles, so the
+        gradient is the same) and tries the step again, down to micro-batch 1."""
+        while True:
+            try:
+                return accumulate_gradients(self.model, self.dataset, batch, self.config, self.micro_batch)
+            except OUT_OF_MEMORY as exc:
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.micro_batch == 1:
+                    raise MemoryFailed(f"out of memory at micro-batch 1 ({exc})") from exc
+                log.warning("out of memory at micro-batch %d; halving it", self.micro_batch)
+                self.position.micro_batch = self.micro_batch // 2
+
+    def ask_guard(self, after_step: StepHook) -> None:
+        """Pause while the guard says so; halve the micro-batch when memory pressure persists."""
+        if self.guard is None:
+            return
+        epoch, step = self.position.epoch, self.position.step - 1
+        if self.guard.between_steps(lambda: after_step(epoch, step), can_shrink=self.micro_batch > 1):
+            self.position.micro_batch = self.micro_batch // 2
+            log.warning("memory pressure persisted; micro-batch now %d", self.micro_batch)
 
     def end_epoch(self, train_loss: float) -> EpochRecord:
         """Validate, keep the best, decide on early stopping, and move to the next epoch."""
@@ -273,7 +308,7 @@ class Trainer:
         stop = self.stopper.step(val_loss)
         if stop:
             log.info("early stop at epoch %d: best %.4f at epoch %d", epoch, result.best_val_loss, result.best_epoch)
-        self.position = Position(epoch=epoch + 1, done=stop)
+        self.position = Position(epoch=epoch + 1, done=stop, micro_batch=self.position.micro_batch)
         return record
 
     def save(self) -> None:
@@ -324,6 +359,12 @@ def train(
 
 def _no_op(epoch: int, step: int) -> None:
     return None
+
+
+def same_run(saved: dict, config: dict) -> bool:
+    """A checkpoint continues this run if all but the micro-batch agree: the micro-batch is
+    chosen by the machine, and the gradient does not depend on it."""
+    return {**saved, "micro_batch": None} == {**config, "micro_batch": None}
 
 
 def check_divergence(val_loss: float, baseline: float, factor: float, epoch: int) -> None:

@@ -27,8 +27,12 @@ import psutil
 
 from hpod.data import load_dataset
 from hpod.errors import HpodError
+from hpod.guard import Guard
+from hpod.job import guard_overrides
 from hpod.jobrecord import plan_from_row
+from hpod.probe import ChoiceCache
 from hpod.search import Objective, TrialLog, open_study, run_trial
+from hpod.sensors import default_readers, read_all
 from hpod.state import StateDir, open_storage
 from hpod.train import EpochRecord, Interrupted
 
@@ -102,8 +106,23 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
         current["trial"] = number
         reporter.send("started", trial=number)
 
+    def on_pause(reason: str | None) -> None:
+        if reason is None:
+            reporter.send("resumed", trial=current["trial"])
+        else:
+            reporter.send("paused", trial=current["trial"], reason=reason, since=time.time())
+
+    readers = default_readers()
+    guard_spec = guard_overrides(plan.job.guard, tuple(task.get("guard", ())))
     objective = Objective(
-        plan, dataset, study.sampler, on_epoch=on_epoch, after_step=after_step, checkpoints=state.checkpoints
+        plan,
+        dataset,
+        study.sampler,
+        on_epoch=on_epoch,
+        after_step=after_step,
+        checkpoints=state.checkpoints,
+        guard=Guard(guard_spec, lambda: read_all(readers), notify=on_pause),
+        choices=ChoiceCache(state.micro_batches),
     )
     try:
         frozen = run_trial(study, objective, [TrialLog(state.logs / f"{plan.name}.log")], task.get("resume"), on_start)

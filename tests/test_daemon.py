@@ -148,3 +148,25 @@ def test_a_daemon_killed_with_sigkill_leaves_its_job_to_the_next_daemon(state, t
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2 and len(trials) == 2
     db = sqlite3.connect(state / "queue.db")
     assert db.execute("SELECT state, attempts FROM jobs").fetchone() == ("done", 2)
+
+
+def test_a_memory_floor_above_free_ram_pauses_the_running_trial_and_status_says_why(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=2))
+    floor = ("--guard", "memory_floor_gib=100000", "--guard", "memory_resume_gib=100000")
+    daemon = start_daemon(state, *floor)
+    paused = wait_for(lambda: next((d for d in status(state)["daemons"] if d["paused_reason"]), None), what="a pause")
+    assert paused["paused_reason"].startswith("RAM available ") and "< 100000 GiB" in paused["paused_reason"]
+    shown = hpod(state, "status").stdout
+    assert f"daemon pid {paused['pid']} paused: RAM available" in shown
+    assert job_field(state, "state") == "running" and job_field(state, "current_epoch") is None
+    assert hpod(state, "stop").returncode == 0
+    finish(daemon)
+    assert job_field(state, "state") == "interrupted"
+    [trial] = study(state, STUDY).trials
+    assert trial.state == TrialState.RUNNING  # stopped while paused, to be resumed
+    assert trial.user_attrs["pauses"][0]["reason"].startswith("RAM available ")
+
+
+def test_a_bad_guard_setting_is_refused_in_one_line(state):
+    result = hpod(state, "daemon", "--until-idle", "--guard", "cpu_temp=80")
+    assert result.returncode == 2 and result.stderr.strip() == "Error: unknown key guard.cpu_temp"

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from hpod.errors import HpodError
-from hpod.queue import Queue
+from hpod.queue import MIGRATIONS, Queue
 
 
 def job(name: str = "s", **kw) -> dict:
@@ -108,7 +108,22 @@ def test_the_database_is_wal_with_full_sync_and_migrates_once(tmp_path):
     queue = Queue(tmp_path / "q.db")
     assert queue.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert queue.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
-    assert queue.db.conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert queue.db.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_a_queue_of_the_first_schema_upgrades_keeping_its_jobs(tmp_path):
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "q.db")
+    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    conn.execute(
+        "INSERT INTO jobs (study_name, budget, horizon, job_name, job_text, data_sha256, n_trials, created) "
+        "VALUES ('s-2M-h1', 2000000, 1, 's', '', 'x', 5, 0)"
+    )
+    conn.commit()
+    conn.close()
+    [job] = Queue(tmp_path / "q.db").jobs()
+    assert job["study_name"] == "s-2M-h1" and job["memory_limit_gib"] is None and job["dropped_archs"] is None
 
 
 def _claim_all(path, owner, out):

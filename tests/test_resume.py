@@ -35,7 +35,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_to_resu
     first.save()  # the good checkpoint: epoch 0 done
 
     writer = subprocess.Popen([sys.executable, "-c", BIG_WRITE, str(path)])
-    partial = path.with_name(path.name + ".tmp")
+    partial = path.with_name(f"{path.name}.{writer.pid}.tmp")
     wait_for(lambda: partial.exists() and partial.stat().st_size > 0, timeout=60, what="the write to begin")
     writer.send_signal(signal.SIGKILL)
     assert writer.wait() == -signal.SIGKILL and partial.exists()  # killed mid-write

@@ -31,7 +31,7 @@ def gradients(dataset, micro_batch: int) -> list[torch.Tensor]:
     torch.manual_seed(0)
     model = PatchTST(ARCH.model_config(dataset.shape, dropout=0.0))
     batch = dataset.splits["train"][:96]
-    accumulate_gradients(model, dataset, batch, config(effective_batch=96, micro_batch=micro_batch))
+    accumulate_gradients(model, dataset, batch, config(effective_batch=96), micro_batch)
     return [p.grad.clone() for p in model.parameters()]
 
 
