@@ -74,6 +74,7 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
     """Run studies in the foreground, one after another, without the queue."""
     from hpod.data import load_dataset
     from hpod.display import StudyProgress, trials_table
+    from hpod.evaluation import evaluate_best
     from hpod.guard import Guard
     from hpod.jobrecord import fit_to_memory
     from hpod.probe import ChoiceCache
@@ -104,6 +105,9 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
             callbacks = [TrialLog(state.logs / f"{plan.name}.log"), progress.on_trial]
             run_study(study, objective, target, callbacks)
         console.print(trials_table(study))
+        tested = evaluate_best(plan, study, datasets[plan.horizon], state.checkpoints)
+        if tested is not None:
+            console.print(f"{plan.name}: best trial {tested['trial']} test loss {tested['test_loss']:.4f}")
 
 
 @cli.command()
@@ -250,6 +254,45 @@ def grid(budget, horizon, job_file, as_json, check) -> None:
         if mismatches:
             sys.exit(1)
         click.echo(f"verified: {len(entries)} architectures, formula == sum(p.numel()) on the meta device", err=True)
+
+
+@cli.command()
+@click.option("--job", "job_name", help="only the studies of this job name (default: all)")
+@click.option("--plot", type=click.Path(dir_okay=False), help="write the figure to this PNG file")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+              help="resamples for the confidence intervals (0: none)")  # fmt: skip
+@json_option
+@state_dir_option
+@storage_option
+def report(job_name, plot, bootstrap, as_json, state_dir, storage) -> None:
+    """Best trial per budget × horizon, the fitted scaling law L = E + A·N^-α, and warnings."""
+    from hpod.display import report_table
+    from hpod.plots import plot_report
+    from hpod.report import as_json as report_json
+    from hpod.report import cells, describe, laws
+
+    quiet_optuna()
+    state = StateDir.resolve(state_dir)
+    if storage is None and not state.optuna_db.exists():
+        raise HpodError(f"no studies yet in {state.root}")
+    if plot is not None and not plot.lower().endswith(".png"):
+        raise HpodError(f"plot file {plot!r} must end in .png")
+    found = cells(open_storage(state.storage_url(storage)), job_name)
+    if not found:
+        raise HpodError(f"no hpod studies{f' of job {job_name!r}' if job_name else ''} in the storage")
+    fits = laws(found, bootstrap)
+    if plot is not None:
+        plot_report(found, fits, Path(plot))
+    if as_json:
+        click.echo(json.dumps(report_json(found, fits), indent=2))
+        return
+    console.print(report_table(found))
+    for fit in fits:
+        console.print(describe(fit))
+    for warning in (w for c in found for w in c.warnings):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if plot is not None:
+        console.print(f"figure: {plot}")
 
 
 @cli.command()

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 import optuna
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from hpod.data import load_dataset
 from hpod.errors import HpodError
+from hpod.evaluation import evaluate_best
 from hpod.guard import Window
 from hpod.jobrecord import plan_from_row
 from hpod.liveness import is_dead, is_remote, process_id
 from hpod.queue import Queue
-from hpod.search import best_trial, check_failures, fail_trial, finished_count, open_study, orphaned_trials
+from hpod.search import StudyPlan, best_trial, check_failures, fail_trial, finished_count, open_study, orphaned_trials
 from hpod.sensors import Readings, default_readers, read_all
 from hpod.state import StateDir, open_storage
 from hpod.systemd import notify, watchdog_interval_s
@@ -203,6 +205,8 @@ class Daemon:
         while True:
             verdict = self.verdict(row, study, time.monotonic() - started)
             if verdict is not None:
+                if verdict[0] == "done":
+                    self.evaluate_on_test(plan, study)
                 return verdict
             if self.pause_reason:
                 self.ping_watchdog()
@@ -217,6 +221,14 @@ class Daemon:
             self.record_progress(row, study)
             failures = failures + 1 if outcome.state == "FAIL" else 0
             check_failures(study.study_name, failures, plan.job.search.max_failures, outcome.reason)
+
+    def evaluate_on_test(self, plan: StudyPlan, study: optuna.Study) -> None:
+        """The finished study's best trial on the test split; a failure here costs the report
+        its test column, never the job."""
+        try:
+            evaluate_best(plan, study, load_dataset(plan.job.data, plan.horizon), self.state.checkpoints)
+        except Exception:
+            log.exception("%s: test evaluation failed", study.study_name)
 
     def verdict(self, row: dict, study: optuna.Study, held_s: float) -> tuple[str, str | None] | None:
         """Whether the job ends now, and how; None to run another trial."""

@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hpod.budget import format_budget
 from hpod.grid import GridEntry
 from hpod.records import trial_row
+from hpod.report import Cell
 from hpod.search import FINISHED, best_trial
 from hpod.train import EpochRecord
 
@@ -47,6 +49,26 @@ def trials_table(study: optuna.Study) -> Table:
             f"{_num(r['epochs_run'], 'd')}/{trial.user_attrs.get('epochs_planned', r['epochs'] or '-')}",
             _num(r["val_loss"], ".4f"), _num(r["val_auc"], ".3f"),
             style="bold" if best is not None and trial.number == best.number else None,
+        )  # fmt: skip
+    return table
+
+
+def report_table(cells: list[Cell]) -> Table:
+    """The best trial of each budget × horizon, with what its numbers rest on."""
+    table = Table(title="best trial per budget × horizon (val loss chose it; test loss was seen once, at the end)")
+    columns = ("job", "budget", "h", "val loss", "test loss", "params", "arch", "lr", "wd", "warmup", "dropout",
+               "epochs", "trials c/p/f of target", "val samples")  # fmt: skip
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("job", "arch") else "right")
+    for c in cells:
+        b = c.best or {}
+        test = None if c.test is None else c.test["test_loss"]
+        counts = f"{c.counts['complete']}/{c.counts['pruned']}/{c.counts['failed']} of {c.target}"
+        table.add_row(
+            c.job, format_budget(c.budget), f"h{c.horizon}", _num(b.get("val_loss"), ".4f"), _num(test, ".4f"),
+            _num(b.get("param_count"), ","), b.get("arch") or "-", _num(b.get("learning_rate"), ".1e"),
+            _num(b.get("weight_decay"), ".1e"), _num(b.get("warmup_steps"), "d"), _num(b.get("dropout"), ".2f"),
+            f"{_num(b.get('epochs_run'), 'd')}/{_num(b.get('epochs'), 'd')}", counts, _num(b.get("n_val"), ","),
         )  # fmt: skip
     return table
 

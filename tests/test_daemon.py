@@ -39,6 +39,8 @@ def test_the_daemon_runs_queued_jobs_to_done_and_status_reports_them(state, tmp_
         assert jobs[job_id]["trials_finished"] == jobs[job_id]["n_trials"] == 2
         assert jobs[job_id]["best_val_loss"] > 0 and jobs[job_id]["best_arch"].startswith("d")
     assert out.count("Trial ") == 4 and "state=COMPLETE" in out  # the log lines reach the daemon's output
+    tested = study(state, STUDY).user_attrs["test_evaluation"]  # the best trial, once, on the test split
+    assert tested["trial"] == study(state, STUDY).best_trial.number and tested["test_loss"] > 0
     assert len((state / "logs" / "daemon-20K-h5.log").read_text().splitlines()) == 2
 
 
