@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HPOD := $(VENV)/bin/hpod
 
-.PHONY: setup demo test test-slow test-all lint format
+.PHONY: setup demo test test-slow test-all bench lint format
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,13 @@ test-slow: setup
 
 test-all: setup
 	$(PY) -m pytest -m ""
+
+# Benchmarks (not tests): HF's PatchTST is an optional bench dependency. Results: bench/RESULTS.md.
+bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/throughput.py
+	$(PY) bench/pruning.py
+	$(PY) bench/overhead.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -134,15 +134,16 @@ def enqueue(
 
 @cli.command()
 @json_option
+@click.option("--all", "show_all", is_flag=True, help="every job in the table, not just the first queued and last done")
 @state_dir_option
-def status(as_json, state_dir) -> None:
+def status(as_json, show_all, state_dir) -> None:
     """Jobs, their progress and best results, and the machine."""
     state = StateDir.resolve(state_dir)
     data = collect(Queue(state.queue_db) if state.queue_db.exists() else None)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    console.print(status_table(data))
+    console.print(status_table(data, show_all))
     console.print(machine_line(data))
 
 

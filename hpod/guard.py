@@ -45,42 +45,17 @@ class Bound:
 def bounds(readings: Readings, spec: GuardSpec) -> list[Bound]:
     """The pause conditions that can be judged from these readings; an unknown reading is no
     bound at all, neither cool nor hot (status shows it as n/a)."""
-    found = []
-    available = readings.get("ram_available")
-    if available is not None:  # low memory as a "high" value: the shortfall below the floor
-        found.append(
-            Bound(
-                "memory",
-                -available,
-                -spec.memory_floor_gib * GIB,
-                -spec.memory_resume_gib * GIB,
-                f"RAM available {available / GIB:.1f} GiB < {spec.memory_floor_gib:g} GiB",
-            )
-        )
-    pressure = readings.get("memory_pressure_pct")
-    if pressure is not None:
-        found.append(
-            Bound(
-                "pressure",
-                pressure,
-                spec.pressure_pause_pct,
-                spec.pressure_resume_pct,
-                f"memory pressure {pressure:.0f}% ≥ {spec.pressure_pause_pct:g}%",
-            )
-        )
-    swap_in = readings.get("swap_in_bps")
-    if swap_in is not None:
-        found.append(
-            Bound(
-                "swap",
-                swap_in / MIB,
-                spec.swap_in_pause_mib_s,
-                spec.swap_in_resume_mib_s,
-                f"swap-in {swap_in / MIB:.0f} MiB/s ≥ {spec.swap_in_pause_mib_s:g} MiB/s",
-            )
-        )
-    found += temperature_bounds(readings, spec)
-    return found
+    ram, pressure, swap_in = (readings.get(k) for k in ("ram_available", "memory_pressure_pct", "swap_in_bps"))
+    memory = [
+        # low memory as a "high" value: the shortfall below the floor
+        None if ram is None else Bound("memory", -ram, -spec.memory_floor_gib * GIB, -spec.memory_resume_gib * GIB,
+                                       f"RAM available {ram / GIB:.1f} GiB < {spec.memory_floor_gib:g} GiB"),
+        None if pressure is None else Bound("pressure", pressure, spec.pressure_pause_pct, spec.pressure_resume_pct,
+                                            f"memory pressure {pressure:.0f}% ≥ {spec.pressure_pause_pct:g}%"),
+        None if swap_in is None else Bound("swap", swap_in / MIB, spec.swap_in_pause_mib_s, spec.swap_in_resume_mib_s,
+                                           f"swap-in {swap_in / MIB:.0f} MiB/s ≥ {spec.swap_in_pause_mib_s:g} MiB/s"),
+    ]  # fmt: skip
+    return [b for b in memory if b is not None] + temperature_bounds(readings, spec)
 
 
 def temperature_bounds(readings: Readings, spec: GuardSpec) -> list[Bound]:

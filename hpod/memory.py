@@ -7,7 +7,8 @@ The prediction counts what PyTorch keeps alive during a training step:
   optimizer step (30.1 GiB measured against 29.8 GiB predicted at 1.6B parameters on an H100);
 - during forward and backward, the tensors each layer saves for its backward pass, per token:
   LayerNorm, attention and MLP inputs and outputs, 9·d_model + 2·d_ff values, dropout masks of
-  one byte, and the attention matrix, plus the embedding's patches and the head's input;
+  one byte, and SDPA's log-sum-exp (its fused kernel keeps no attention matrix), plus the
+  embedding's patches and the head's input;
 - under bf16 autocast (CUDA), the bf16 copies of the weights and 2-byte activations.
 """
 
@@ -26,12 +27,18 @@ OPTIMIZER_BYTES = 12  # fp32 weights + AdamW's exp_avg and exp_avg_sq, per param
 GRAD_BYTES = 4
 FOREACH_TEMP_BYTES = 4  # foreach AdamW's sqrt(exp_avg_sq) temporary, one per parameter
 # Backward holds, besides the saved activations, the gradients flowing through a layer, copies
-# SDPA's math path makes and the allocator's slack. Fitted on CPU over the 34 architectures of
-# jobs/tiny.yaml at micro-batches 32 and 256 (median of measured/counted growth; range 1.46-2.14).
-WORKSPACE_FACTOR = 1.7
-# A process's first training step on CPU pages in kernels and starts thread pools: 85-88 MiB
-# measured whatever the model (same sweep). On CUDA that cost is outside the allocator's count.
-CPU_RUNTIME_BYTES = 86 * 2**20
+# and the allocator's slack. CPU: fitted over the 34 architectures of jobs/tiny.yaml at
+# micro-batches 32 and 256 (measured/counted growth: median 1.57, range 1.35-2.01; with 1.7,
+# predicted peaks are 0.95-1.10 of measured ones). CUDA: fitted to the H100 peaks of
+# bench/RESULTS.md (1.6M-1.6B parameters), where bf16 autocast and fused kernels keep less.
+WORKSPACE_FACTOR = {"cpu": 1.7, "cuda": 0.7}
+# A process's first training step pages in kernels and starts thread pools on CPU (85-88 MiB
+# measured whatever the model); on CUDA, cuBLAS workspaces and allocator rounding.
+RUNTIME_BYTES = {"cpu": 86 * 2**20, "cuda": 64 * 2**20}
+
+
+def device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,11 @@ def activation_bytes(arch: Arch, shape: DataShape, micro_batch: int, device: str
     """What forward saves for backward, times the workspace backward adds."""
     value_bytes = 2 if device.startswith("cuda") else 4
     d, f, h, t = arch.d_model, arch.d_ff, arch.n_heads, shape.n_patches
-    per_layer = t * (9 * d + 2 * f) * value_bytes + t * 2 * d + h * t * t * (value_bytes + 1)
+    per_layer = t * (9 * d + 2 * f) * value_bytes + t * 2 * d + h * t * 4  # values, masks, SDPA's logsumexp
     patches = t * shape.patch_len * shape.n_features * 4
     embed_and_head = patches + shape.context * shape.n_features * 4 + 3 * t * d * value_bytes
     per_sample = arch.n_layers * per_layer + embed_and_head
-    return math.ceil(WORKSPACE_FACTOR * micro_batch * per_sample)
+    return math.ceil(WORKSPACE_FACTOR[device_kind(device)] * micro_batch * per_sample)
 
 
 def estimate(arch: Arch, params: int, shape: DataShape, micro_batch: int, device: str) -> MemoryEstimate:
@@ -68,7 +75,7 @@ def estimate(arch: Arch, params: int, shape: DataShape, micro_batch: int, device
         optimizer_temp=params * FOREACH_TEMP_BYTES,
         activations=activation_bytes(arch, shape, micro_batch, device),
         cast_weights=params * 2 if cuda else 0,
-        runtime=0 if cuda else CPU_RUNTIME_BYTES,
+        runtime=RUNTIME_BYTES[device_kind(device)],
     )
 
 

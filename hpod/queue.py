@@ -12,11 +12,14 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from hpod.errors import HpodError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 BUSY_TIMEOUT_S = 30
 STATES = ("queued", "running", "paused", "interrupted", "done", "failed", "cancelled")
@@ -82,19 +85,30 @@ class Queue:
     def __init__(self, path: Path):
         self.path = path
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         self._migrate()
 
+    @cached_property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils for inserts and upserts, imported when first needed: it imports pandas
+        (0.4 s), which `hpod status`, a read, should not wait for."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
+
+    def rows(self, sql: str, params: tuple = ()) -> list[dict]:
+        return as_dicts(self.conn.execute(sql, params))
+
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock first, so read-then-write cannot deadlock."""
-        conn = self.db.conn
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -104,7 +118,7 @@ class Queue:
         conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        version = self.db.conn.execute("PRAGMA user_version").fetchone()[0]
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version >= len(MIGRATIONS):
             return
         with self.transaction() as conn:
@@ -148,8 +162,8 @@ class Queue:
                 """,
                 (owner, now + lease_s, now, now),
             )
-            row = cursor.fetchone()
-        return None if row is None else dict(zip([c[0] for c in cursor.description], row, strict=True))
+            rows = as_dicts(cursor)
+        return rows[0] if rows else None
 
     def extend(self, job_id: int, owner: str, lease_s: float, held_s: float) -> bool:
         """Extend the lease of a job this owner holds; False if it holds it no more."""
@@ -191,7 +205,7 @@ class Queue:
 
     def control(self, job_id: int) -> str | None:
         """What a person asked of a running job (pause or cancel), if anything."""
-        row = self.db.conn.execute("SELECT control FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.conn.execute("SELECT control FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else row[0]
 
     def request(self, job_id: int, action: str) -> str:
@@ -211,10 +225,10 @@ class Queue:
             return new_state
 
     def jobs(self) -> list[dict]:
-        return list(self.db["jobs"].rows_where(order_by="id"))
+        return self.rows("SELECT * FROM jobs ORDER BY id")
 
     def job(self, job_id: int) -> dict:
-        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
+        rows = self.rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise HpodError(f"no job {job_id}")
         return rows[0]
@@ -240,7 +254,7 @@ class Queue:
             conn.execute("DELETE FROM daemons WHERE owner = ?", (owner,))
 
     def daemons(self) -> list[dict]:
-        return list(self.db["daemons"].rows_where(order_by="started"))
+        return self.rows("SELECT * FROM daemons ORDER BY started")
 
     def interrupt_dead_owners(self, is_dead) -> list[int]:
         """Jobs held by a daemon that has died (kill -9, power loss) become interrupted at once,
@@ -259,6 +273,11 @@ class Queue:
                 if is_dead(owner):
                     conn.execute("DELETE FROM daemons WHERE owner = ?", (owner,))
         return [job_id for job_id, _ in dead]
+
+
+def as_dicts(cursor: sqlite3.Cursor) -> list[dict]:
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _transition(job_id: int, state: str, action: str) -> tuple[str, str | None]:

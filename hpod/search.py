@@ -487,7 +487,6 @@ def run_trial(
     else:
         frozen = study.tell(trial, value)
     objective.after_trial(study, frozen)
-    gc.collect()
     for callback in callbacks:
         callback(study, frozen)
     return frozen
@@ -526,6 +525,7 @@ def run_study(
     failures = 0
     while finished_count(study) < target:
         trial = run_trial(study, objective, callbacks, resume=next(iter(orphaned_trials(study)), None))
+        gc.collect()  # trials share this process: free the last one's model before the next is built
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
         reason = trial.user_attrs.get("fail_reason", "unknown")
         check_failures(study.study_name, failures, objective.plan.job.search.max_failures, reason)

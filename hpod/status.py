@@ -15,6 +15,7 @@ from hpod.queue import Queue
 from hpod.sensors import default_readers, read_all
 
 DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as not alive
+SHOWN_PER_GROUP = 20  # queued jobs next in line, and finished jobs latest first, in the table
 
 
 def job_status(row: dict) -> dict:
@@ -66,8 +67,26 @@ def collect(queue: Queue | None) -> dict:
     return {"jobs": jobs, "daemons": daemons, "daemon_alive": bool(live), "machine": machine, "time": now}
 
 
-def status_table(status: dict) -> Table:
-    table = Table(title="hpod jobs", title_justify="left")
+def shown_jobs(jobs: list[dict], show_all: bool) -> tuple[list[dict], str | None]:
+    """Every running, paused and interrupted job, and the first queued and last finished ones
+    (a table of a thousand rows is neither read nor fast); what was left out, in words."""
+    if show_all:
+        return jobs, None
+    ended = ("done", "failed", "cancelled")
+    queued = [j for j in jobs if j["state"] == "queued"]
+    finished = [j for j in jobs if j["state"] in ended]
+    kept = {j["id"] for j in queued[:SHOWN_PER_GROUP]} | {j["id"] for j in finished[-SHOWN_PER_GROUP:]}
+    shown = [j for j in jobs if j["state"] not in ("queued", *ended) or j["id"] in kept]
+    hidden_queued = max(0, len(queued) - SHOWN_PER_GROUP)
+    hidden_finished = max(0, len(finished) - SHOWN_PER_GROUP)
+    if not hidden_queued and not hidden_finished:
+        return shown, None
+    return shown, f"{hidden_queued} more queued and {hidden_finished} older finished jobs: hpod status --all"
+
+
+def status_table(status: dict, show_all: bool = False) -> Table:
+    jobs, hidden = shown_jobs(status["jobs"], show_all)
+    table = Table(title="hpod jobs", title_justify="left", caption=hidden, caption_justify="left")
     columns = (
         "id",
         "study",
@@ -85,7 +104,7 @@ def status_table(status: dict) -> Table:
         table.add_column(
             name, justify="right" if name in ("id", "trials", "best val loss", "elapsed", "ETA") else "left"
         )
-    for job in status["jobs"]:
+    for job in jobs:
         state = job["state"] + (f" ({job['control']}ing)" if job["control"] else "")
         now = "-"
         if job["current_trial"] is not None:

@@ -135,3 +135,14 @@ def test_status_and_show_report_queued_jobs(capsys, tmp_path):
     assert code == 0 and "tiny-30K-h1" in out and "daemon not running" in out and "CPU temperature n/a" in out
     assert run_cli(capsys, "pause", "2", "--state-dir", str(state))[1] == "job 2: paused\n"
     assert run_cli(capsys, "cancel", "1", "--state-dir", str(state))[1] == "job 1: cancelled\n"
+
+
+def test_status_shows_active_jobs_and_the_next_and_last_twenty_and_says_what_it_left_out():
+    from hpod.status import shown_jobs
+
+    states = ["done"] * 30 + ["running", "interrupted"] + ["queued"] * 25
+    jobs = [{"id": i, "state": state} for i, state in enumerate(states)]
+    shown, hidden = shown_jobs(jobs, show_all=False)
+    assert [j["id"] for j in shown] == list(range(10, 52))  # done 10-29, running 30, interrupted 31, queued 32-51
+    assert hidden == "5 more queued and 10 older finished jobs: hpod status --all"
+    assert shown_jobs(jobs, show_all=True) == (jobs, None)

@@ -87,7 +87,7 @@ def test_duplicates_of_an_active_study_are_refused_unless_forced(queue):
 )  # fmt: skip
 def test_requests_move_a_job_or_ask_its_daemon(queue, state, action, expected):
     (job_id,) = queue.enqueue([job()])
-    queue.db.conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, job_id))
+    queue.conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, job_id))
     assert queue.request(job_id, action) == expected
     if state == "running":
         assert queue.control(job_id) == action and queue.job(job_id)["state"] == "running"
@@ -96,7 +96,7 @@ def test_requests_move_a_job_or_ask_its_daemon(queue, state, action, expected):
 @pytest.mark.parametrize(("state", "action"), [("done", "cancel"), ("queued", "resume"), ("paused", "pause")])
 def test_impossible_requests_are_refused(queue, state, action):
     (job_id,) = queue.enqueue([job()])
-    queue.db.conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, job_id))
+    queue.conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, job_id))
     with pytest.raises(HpodError, match=f"job {job_id}"):
         queue.request(job_id, action)
     with pytest.raises(HpodError, match="no job 99"):
@@ -106,9 +106,9 @@ def test_impossible_requests_are_refused(queue, state, action):
 def test_the_database_is_wal_with_full_sync_and_migrates_once(tmp_path):
     Queue(tmp_path / "q.db").close()
     queue = Queue(tmp_path / "q.db")
-    assert queue.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert queue.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
-    assert queue.db.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert queue.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert queue.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert queue.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_a_queue_of_the_first_schema_upgrades_keeping_its_jobs(tmp_path):

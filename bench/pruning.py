@@ -1,0 +1,92 @@
+"""Search compute saved by pruning: the same study (budget, trials, seed) with hpod's default
+Hyperband pruner and with none (the replaced system's way: every trial to early stopping),
+counting epochs trained and the wall time and epochs spent until the study's final best trial.
+
+    python bench/pruning.py [--smoke]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import optuna
+
+from hpod.data import load_dataset
+from hpod.job import load_job
+from hpod.search import Objective, best_trial, open_study, plan_study, run_study
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET, HORIZON = 100_000, 5
+# Longer than jobs/tiny.yaml's 4/6/8 epochs: with those, trials end by early stopping before
+# Hyperband's rungs matter (1.24x fewer epochs measured on one seed; see RESULTS.md).
+EPOCHS, PATIENCE = (12, 16, 20), 4
+
+
+@dataclasses.dataclass
+class Run:
+    best: float
+    epochs: int  # trained in the whole study
+    seconds: float
+    epochs_to_best: int  # trained until the trial that ended with the final best finished
+    seconds_to_best: float
+
+
+def run(pruner: str, seed: int, trials: int, epochs: tuple[int, ...]) -> Run:
+    job = load_job(ROOT / "jobs" / "tiny.yaml")
+    search = dataclasses.replace(job.search, pruner=pruner, seed=seed, n_trials=trials, epochs=epochs)
+    job = dataclasses.replace(job, search=search, train=dataclasses.replace(job.train, patience=PATIENCE))
+    plan = plan_study(job, BUDGET, HORIZON)
+    study = open_study(plan, optuna.storages.InMemoryStorage())
+    dataset = load_dataset(job.data, HORIZON)
+    finished_at: dict[int, tuple[float, int]] = {}
+    start, epochs = time.perf_counter(), 0
+
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal epochs
+        epochs += trial.user_attrs.get("epochs_run", 0)
+        finished_at[trial.number] = (time.perf_counter() - start, epochs)
+
+    run_study(study, Objective(plan, dataset, study.sampler), trials, [on_trial])
+    best = best_trial(study)
+    seconds_to_best, epochs_to_best = finished_at[best.number]
+    return Run(best.value, epochs, time.perf_counter() - start, epochs_to_best, seconds_to_best)
+
+
+def main(smoke: bool) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials, seeds, epochs = (4, 1, (2, 3)) if smoke else (24, 3, EPOCHS)
+    print(
+        f"budget {BUDGET:,}, h{HORIZON}, jobs/tiny.yaml with epochs {'/'.join(map(str, epochs))} and patience "
+        f"{PATIENCE}, {trials} trials x {seeds} seeds"
+    )
+    print(f"{'seed':>4} {'pruner':>9} {'best':>7} {'epochs':>6} {'to best':>7} {'wall s':>7} {'to best s':>9}")
+    ratios, diffs, time_ratios = [], [], []
+    for seed in range(seeds):
+        results = {pruner: run(pruner, seed, trials, epochs) for pruner in ("hyperband", "none")}
+        for pruner, r in results.items():
+            print(
+                f"{seed:>4} {pruner:>9} {r.best:>7.4f} {r.epochs:>6} {r.epochs_to_best:>7} "
+                f"{r.seconds:>7.1f} {r.seconds_to_best:>9.1f}"
+            )
+        pruned, full = results["hyperband"], results["none"]
+        ratios.append(full.epochs / pruned.epochs)
+        time_ratios.append(full.seconds / pruned.seconds)
+        diffs.append(pruned.best / full.best - 1)
+    print(
+        f"compute ratio (epochs, none / hyperband): mean {statistics.mean(ratios):.2f}x "
+        f"(per seed {', '.join(f'{r:.2f}' for r in ratios)}); wall-time ratio {statistics.mean(time_ratios):.2f}x"
+    )
+    print(
+        f"best-loss difference (hyperband vs none): mean {statistics.mean(diffs):+.2%} "
+        f"(per seed {', '.join(f'{d:+.2%}' for d in diffs)})"
+    )
+
+
+if __name__ == "__main__":
+    main(smoke="--smoke" in sys.argv)
