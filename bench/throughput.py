@@ -12,7 +12,6 @@ and backward matmuls) + 12 × n_patches × d_model per layer (attention scores a
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import time
@@ -205,7 +204,6 @@ def main(smoke: bool) -> None:
             f"{size:>5} ratio hpod/HF: tokens/s {hpod['tokens_per_s'] / hf['tokens_per_s']:.2f}x, "
             f"FLOP/s {hpod['flops'] / hf['flops']:.2f}x; hpod at {hpod['flops'] / peak:.0%} of matmul"
         )
-        assert math.isfinite(hpod["flops"])
 
 
 if __name__ == "__main__":

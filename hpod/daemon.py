@@ -163,6 +163,10 @@ class Daemon:
         if not self.extend_lease(queue):
             log.error("lost the lease on the current job; leaving it to its new holder")
             self.stop.set()
+        self.publish(queue)
+
+    def publish(self, queue: Queue) -> None:
+        """This daemon's heartbeat, pause and readings, for `hpod status`."""
         queue.daemon_heartbeat(self.owner, *self.shown_pause(), json.dumps(self.readings))
 
     def extend_lease(self, queue: Queue) -> bool:
@@ -247,7 +251,6 @@ class Daemon:
 
     def supervise(self, row: dict, study: optuna.Study, resume: int | None) -> TrialOutcome:
         """Start a worker for one trial (or to resume one) and watch it until it exits."""
-        self.trial_pause = None
         task = {"job": row, "state_root": str(self.state.root), "resume": resume, "guard": self.options.guard}
         worker = TrialProcess(task)
         watch = WorkerWatch(resume)
@@ -262,6 +265,9 @@ class Daemon:
         code, reports = worker.finish()
         for report in reports:
             self.on_report(row, watch, report)
+        if self.trial_pause is not None:  # a worker killed while paused never said it resumed
+            self.trial_pause = None
+            self.publish(self.queue)
         return self.outcome(study, watch, code, worker.peak_rss)
 
     def steer(self, worker: TrialProcess, watch: WorkerWatch) -> None:
@@ -297,9 +303,8 @@ class Daemon:
         elif kind in ("paused", "resumed"):
             self.trial_pause = (report["reason"], report["since"]) if kind == "paused" else None
             log.info("trial %s %s", watch.number, f"paused: {report['reason']}" if kind == "paused" else "resumed")
-            self.queue.daemon_heartbeat(self.owner, *self.shown_pause(), json.dumps(self.readings))
+            self.publish(self.queue)
         elif kind in ("finished", "interrupted", "error"):
-            self.trial_pause = None
             watch.final = report
 
     def outcome(self, study: optuna.Study, watch: WorkerWatch, code: int, peak_rss: int) -> TrialOutcome:

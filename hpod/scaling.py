@@ -113,6 +113,7 @@ def bootstrap(
             picks = rng.integers(0, len(trials), len(trials))
             points.append(min((trials[i] for i in picks), key=lambda t: t[1]))
         n, losses = zip(*points, strict=True)
+        # from the full fit's optimum and two grid points: 48 starts per resample would take minutes
         refit = fit_law(np.array(n), np.array(losses), start + starting_points(np.array(losses))[::24])
         alphas.append(refit.alpha)
         es.append(refit.E)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import math
 import os
 import random
 import zlib
@@ -331,8 +330,9 @@ class Objective:
         """What the run did, however it ended: epochs, pauses, and a micro-batch halved on the way."""
         record_history(trial, trainer.result.history)
         if trainer.micro_batch != trainer.config.micro_batch:
-            trial.set_user_attr("micro_batch", trainer.micro_batch)
-            trial.set_user_attr("accumulation_steps", math.ceil(trainer.config.effective_batch / trainer.micro_batch))
+            ran = dataclasses.replace(trainer.config, micro_batch=trainer.micro_batch)
+            trial.set_user_attr("micro_batch", ran.micro_batch)
+            trial.set_user_attr("accumulation_steps", ran.accumulation_steps)
         self.record_pauses(trial)
 
     def record_pauses(self, trial: Trial) -> None:

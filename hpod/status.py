@@ -125,7 +125,9 @@ def machine_line(status: dict) -> str:
         f"RAM {_gib(m['ram_total'] - m['ram_available'])} used, {_gib(m['ram_available'])} available",
         f"swap {_gib(m['swap_used'])} used" if m["swap_total"] else "no swap",
         f"CPU {m['cpu_temp_c']:.0f} °C" if m.get("cpu_temp_c") is not None else "CPU temperature n/a",
-        _optional(m, "memory_pressure_pct", "memory pressure {:.0f}%"),
+        f"memory pressure {m['memory_pressure_pct']:.0f}%"
+        if m.get("memory_pressure_pct") is not None
+        else "memory pressure n/a",
     ]
     if m.get("gpu_temp_c") is not None:
         parts.append(f"GPU {m['gpu_temp_c']:.0f} °C" + (" (throttling)" if m.get("gpu_thermal_throttle") else ""))
@@ -139,12 +141,6 @@ def machine_line(status: dict) -> str:
         shown = f"paused: {paused}, {_duration(daemon['paused_s'])}" if paused else "running"
         parts.append(f"daemon pid {daemon['pid']} {shown}")
     return " · ".join(parts)
-
-
-def _optional(readings: dict, key: str, form: str) -> str:
-    """A reading, or `… n/a` when its sensor is missing: unknown is shown, never guessed."""
-    value = readings.get(key)
-    return form.split(" {")[0] + " n/a" if value is None else form.format(value)
 
 
 def _loss(value: float | None) -> str:
