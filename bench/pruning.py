@@ -20,6 +20,7 @@ import optuna
 from hpod.data import load_dataset
 from hpod.job import load_job
 from hpod.search import Objective, best_trial, open_study, plan_study, run_study
+from hpod.train import steps_per_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET, HORIZON = 100_000, 5
@@ -42,8 +43,8 @@ def run(pruner: str, seed: int, trials: int, epochs: tuple[int, ...]) -> Run:
     search = dataclasses.replace(job.search, pruner=pruner, seed=seed, n_trials=trials, epochs=epochs)
     job = dataclasses.replace(job, search=search, train=dataclasses.replace(job.train, patience=PATIENCE))
     plan = plan_study(job, BUDGET, HORIZON)
-    study = open_study(plan, optuna.storages.InMemoryStorage())
     dataset = load_dataset(job.data, HORIZON)
+    study = open_study(plan, optuna.storages.InMemoryStorage(), steps_per_epoch(dataset, job.train.effective_batch))
     finished_at: dict[int, tuple[float, int]] = {}
     start, epochs = time.perf_counter(), 0
 

@@ -74,12 +74,14 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
     """Run studies in the foreground, one after another, without the queue."""
     from hpod.data import load_dataset
     from hpod.display import StudyProgress, trials_table
-    from hpod.evaluation import evaluate_best
+    from hpod.evaluation import ensure_baselines, evaluate_study
     from hpod.guard import Guard
     from hpod.jobrecord import fit_to_memory
     from hpod.probe import ChoiceCache
-    from hpod.search import Objective, TrialLog, open_study, plan_study, run_study
+    from hpod.search import Objective, TrialLog, best_trial, open_study, plan_study, run_study
+    from hpod.seeds import SEED_OFFSET, existing_seed_study, open_seed_study, top_up
     from hpod.sensors import default_readers, read_all
+    from hpod.train import steps_per_epoch
 
     quiet_optuna()
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
@@ -89,9 +91,8 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
     store = open_storage(state.storage_url(storage))
     readers = default_readers()
     guard = Guard(job.guard, lambda: read_all(readers))
-    for plan in plans:
-        study = open_study(plan, store)
-        target = plan.job.search.n_trials
+
+    def run_trials(plan, study, target: int, seed_offset: int = 0, extra=()) -> None:
         with StudyProgress(console, study, target) as progress:
             objective = Objective(
                 plan,
@@ -101,11 +102,23 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
                 checkpoints=state.checkpoints,
                 guard=guard,
                 choices=ChoiceCache(state.micro_batches),
+                seed_offset=seed_offset,
             )
-            callbacks = [TrialLog(state.logs / f"{plan.name}.log"), progress.on_trial]
-            run_study(study, objective, target, callbacks)
+            run_study(
+                study, objective, target, [TrialLog(state.logs / f"{study.study_name}.log"), progress.on_trial, *extra]
+            )
+
+    for plan in plans:
+        dataset = datasets[plan.horizon]
+        study = open_study(plan, store, steps_per_epoch(dataset, job.train.effective_batch))
+        ensure_baselines(study, dataset)
+        run_trials(plan, study, plan.job.search.n_trials)
         console.print(trials_table(study))
-        tested = evaluate_best(plan, study, datasets[plan.horizon], state.checkpoints)
+        best, count = best_trial(study), plan.job.search.final_seeds
+        if best is not None and count:
+            seeds = open_seed_study(plan, store, best)
+            run_trials(plan, seeds, count, SEED_OFFSET, [lambda s, t, p=best.params, n=count: top_up(s, p, n)])
+        tested = evaluate_study(plan, study, dataset, state.checkpoints, existing_seed_study(plan.name, store, best))
         if tested is not None:
             console.print(f"{plan.name}: best trial {tested['trial']} test loss {tested['test_loss']:.4f}")
 
@@ -260,7 +273,7 @@ def grid(budget, horizon, job_file, as_json, check) -> None:
 @cli.command()
 @click.option("--job", "job_name", help="only the studies of this job name (default: all)")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write the figure to this PNG file")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="resamples for the confidence intervals (0: none)")  # fmt: skip
 @json_option
 @state_dir_option
@@ -278,10 +291,10 @@ def report(job_name, plot, bootstrap, as_json, state_dir, storage) -> None:
         raise HpodError(f"no studies yet in {state.root}")
     if plot is not None and not plot.lower().endswith(".png"):
         raise HpodError(f"plot file {plot!r} must end in .png")
-    found = cells(open_storage(state.storage_url(storage)), job_name)
+    found = cells(open_storage(state.storage_url(storage)), state.checkpoints, job_name, bootstrap)
     if not found:
         raise HpodError(f"no hpod studies{f' of job {job_name!r}' if job_name else ''} in the storage")
-    fits = laws(found, bootstrap)
+    fits = laws(found)
     if plot is not None:
         plot_report(found, fits, Path(plot))
     if as_json:

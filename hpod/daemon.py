@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import optuna
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from hpod.data import load_dataset
 from hpod.errors import HpodError
-from hpod.evaluation import evaluate_best
+from hpod.evaluation import BASELINES_ATTR
 from hpod.guard import Window
 from hpod.jobrecord import plan_from_row
 from hpod.liveness import is_dead, is_remote, process_id
 from hpod.queue import Queue
 from hpod.search import StudyPlan, best_trial, check_failures, fail_trial, finished_count, open_study, orphaned_trials
+from hpod.seeds import open_seed_study
 from hpod.sensors import Readings, default_readers, read_all
 from hpod.state import StateDir, open_storage
 from hpod.systemd import notify, watchdog_interval_s
@@ -202,39 +202,48 @@ class Daemon:
         log.info("job %d (%s): %s%s", row["id"], row["study_name"], state, f" ({note})" if note else "")
 
     def run_job(self, row: dict) -> tuple[str, str | None]:
+        """The search to its target, then the seed runs of its best, then, in a worker too, the
+        evaluation on val and test that the report rests on."""
         plan = plan_from_row(row)
-        study = open_study(plan, open_storage(self.state.storage_url(row["storage"])))
+        storage = open_storage(self.state.storage_url(row["storage"]))
+        study = open_study(plan, storage)
+        started = time.monotonic()
+        verdict = self.run_phase(row, plan, study, "search", row["n_trials"], started)
+        best = best_trial(study)
+        if verdict == ("done", None) and plan.job.search.final_seeds and best is not None:
+            seeds = open_seed_study(plan, storage, best)
+            verdict = self.run_phase(row, plan, seeds, "seeds", plan.job.search.final_seeds, started)
+        if verdict[0] == "done":
+            outcome = self.supervise(row, study, None, "evaluate")
+            if outcome.state != "EVALUATED":
+                log.warning("%s: evaluation failed (%s); the report lacks its test column", plan.name, outcome.reason)
+        return verdict
+
+    def run_phase(self, row: dict, plan: StudyPlan, study: optuna.Study, phase: str, target: int, started: float):
+        """Trials of `study` in workers until it has `target` finished or the job ends; returns
+        the job's verdict."""
         wait_for_old_workers(study)
-        started, failures = time.monotonic(), 0
+        failures = 0
         while True:
-            verdict = self.verdict(row, study, time.monotonic() - started)
+            verdict = self.verdict(row, study, target, time.monotonic() - started)
             if verdict is not None:
-                if verdict[0] == "done":
-                    self.evaluate_on_test(plan, study)
                 return verdict
             if self.pause_reason:
                 self.ping_watchdog()
                 self.stop.wait(CONTROL_CHECK_S)
                 continue
             resume = next(iter(orphaned_trials(study)), None)
-            outcome = self.supervise(row, study, resume)
+            outcome = self.supervise(row, study, resume, phase)
             if outcome.state == "ERROR":
                 return "failed", outcome.reason
             if outcome.state == "INTERRUPTED":
                 continue
-            self.record_progress(row, study)
+            if phase == "search":
+                self.record_progress(row, study)
             failures = failures + 1 if outcome.state == "FAIL" else 0
             check_failures(study.study_name, failures, plan.job.search.max_failures, outcome.reason)
 
-    def evaluate_on_test(self, plan: StudyPlan, study: optuna.Study) -> None:
-        """The finished study's best trial on the test split; a failure here costs the report
-        its test column, never the job."""
-        try:
-            evaluate_best(plan, study, load_dataset(plan.job.data, plan.horizon), self.state.checkpoints)
-        except Exception:
-            log.exception("%s: test evaluation failed", study.study_name)
-
-    def verdict(self, row: dict, study: optuna.Study, held_s: float) -> tuple[str, str | None] | None:
+    def verdict(self, row: dict, study: optuna.Study, target: int, held_s: float) -> tuple[str, str | None] | None:
         """Whether the job ends now, and how; None to run another trial."""
         if self.stop.is_set():
             return "interrupted", None
@@ -242,16 +251,22 @@ class Daemon:
         if control is not None:
             return {"pause": "paused", "cancel": "cancelled"}[control], None
         finished = finished_count(study)
-        if finished >= row["n_trials"]:
+        if finished >= target:
             return "done", None
         timeout = row["timeout_s"]
         if timeout is not None and row["run_s"] + held_s >= timeout:
-            return "done", f"timed out after {timeout / 3600:g} h with {finished}/{row['n_trials']} trials"
+            return "done", f"timed out after {timeout / 3600:g} h with {finished}/{target} trials of {study.study_name}"
         return None
 
-    def supervise(self, row: dict, study: optuna.Study, resume: int | None) -> TrialOutcome:
-        """Start a worker for one trial (or to resume one) and watch it until it exits."""
-        task = {"job": row, "state_root": str(self.state.root), "resume": resume, "guard": self.options.guard}
+    def supervise(self, row: dict, study: optuna.Study, resume: int | None, phase: str = "search") -> TrialOutcome:
+        """Start a worker for one trial of the phase (or to resume one) and watch it until it exits."""
+        task = {
+            "job": row,
+            "state_root": str(self.state.root),
+            "resume": resume,
+            "guard": self.options.guard,
+            "phase": phase,
+        }
         worker = TrialProcess(task)
         watch = WorkerWatch(resume)
         last_control = 0.0
@@ -331,6 +346,7 @@ class Daemon:
             trials_finished=finished_count(study),
             best_value=None if best is None else best.value,
             best_arch=None if best is None else best.params.get("arch"),
+            baseline_value=study.user_attrs.get(BASELINES_ATTR, {}).get("constant", {}).get("val_loss"),
             current_trial=None,
             current_epoch=None,
         )

@@ -8,7 +8,6 @@ or label of one split touches the rows of the next.
 from __future__ import annotations
 
 import functools
-import gzip
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 
 from hpod.errors import HpodError
+from hpod.frames import column_key, in_time_order, read_table
 from hpod.job import DataSpec
 from hpod.model import DataShape
 
@@ -48,6 +48,16 @@ class Dataset:
     feature_names: tuple[str, ...]
     shape: DataShape
     horizon: int
+    target_mean: float = 0.0  # a regression target was standardised: original = value × std + mean
+    target_std: float = 1.0
+
+    def constant_output(self) -> float:
+        """The model output of the best constant predictor on train: the train positive rate's
+        logit (BCE), or the train mean, 0 in standardised units (MSE)."""
+        train = self.targets[self.splits["train"]]
+        if self.task == "binary":
+            return float(torch.logit(train.double().mean().clamp(1e-6, 1 - 1e-6)))
+        return float(train.double().mean())
 
     @functools.cached_property
     def offsets(self) -> torch.Tensor:
@@ -77,28 +87,13 @@ def bundled_path() -> Path:
 def read_frame(spec: DataSpec) -> pd.DataFrame:
     """Read the bundled series or the user's CSV/Parquet file, oldest row first."""
     path = bundled_path() if spec.path is None else Path(spec.path)
-    if not path.is_file():
-        raise HpodError(f"data file {path} does not exist")
-    try:
-        if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif path.suffixes[-2:] == [".csv", ".gz"]:
-            with gzip.open(path, "rt") as f:
-                frame = pd.read_csv(f)
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path)
-        else:
-            raise HpodError(f"data file {path}: expected .csv, .csv.gz or .parquet")
-    except (ValueError, OSError, ImportError) as exc:
-        raise HpodError(f"data file {path}: cannot be read ({exc})") from None
-    if spec.date_column and spec.date_column in frame.columns:
-        frame = frame.sort_values(spec.date_column, kind="stable").reset_index(drop=True)
-    return frame
+    frame = read_table(path)
+    return in_time_order(frame, spec.date_column, spec.date_format, f"data file {path}")
 
 
 def require_numeric(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
     """Every named column exists, is numeric and finite; errors name the column and a value."""
-    for column in columns:
+    for column in map(column_key, columns):
         if column not in frame.columns:
             raise HpodError(f"{source}: column {column!r} is missing (columns: {', '.join(map(str, frame.columns))})")
         values = frame[column]
@@ -170,8 +165,8 @@ def load_dataset(spec: DataSpec, horizon: int) -> Dataset:
     """Read, validate, derive and split the data of a job for one horizon."""
     source = "bundled S&P 500 data" if spec.path is None else f"data file {spec.path}"
     frame = read_frame(spec)
-    source_columns = OHLCV if spec.features is None else spec.features
-    target_source = spec.target_column if spec.target == "column" else spec.price_column
+    source_columns = OHLCV if spec.features is None else tuple(map(column_key, spec.features))
+    target_source = column_key(spec.target_column if spec.target == "column" else spec.price_column)
     require_numeric(frame, tuple(dict.fromkeys((*source_columns, target_source))), source)
     prices = frame[target_source].to_numpy(dtype=float)
     if spec.target != "column" and (prices <= 0).any():
@@ -183,7 +178,7 @@ def load_dataset(spec: DataSpec, horizon: int) -> Dataset:
         features = derive_features(frame).iloc[WARMUP_ROWS:]
         prices = prices[WARMUP_ROWS:]
     else:
-        features = frame[list(spec.features)]
+        features = frame[list(source_columns)]
     values = features.to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         raise HpodError(f"{source}: derived features are not finite (zero or negative open/high/low/volume?)")
@@ -212,12 +207,24 @@ def _split(values: np.ndarray, target: np.ndarray, spec: DataSpec, horizon: int,
     mean, std = train_rows.mean(axis=0), train_rows.std(axis=0)
     normalised = (values - mean) / np.where(std > 1e-12, std, 1.0)
     binary = spec.target == "threshold" or set(np.unique(target[~np.isnan(target)])) <= {0.0, 1.0}
+    scale = (0.0, 1.0) if binary else target_scale(target[splits["train"].numpy()], source)
     return Dataset(
         features=torch.from_numpy(normalised.astype(np.float32)),
-        targets=torch.from_numpy(target.astype(np.float32)),
+        targets=torch.from_numpy(((target - scale[0]) / scale[1]).astype(np.float32)),
         splits=splits,
         task="binary" if binary else "regression",
         feature_names=feature_names(spec),
         shape=data_shape(spec),
         horizon=horizon,
+        target_mean=scale[0],
+        target_std=scale[1],
     )
+
+
+def target_scale(train_targets: np.ndarray, source: str) -> tuple[float, float]:
+    """Train mean and std of a regression target: losses are in these standardised units, so one
+    learning-rate range, one min_delta and one divergence factor fit every series."""
+    std = float(train_targets.std())
+    if not std > 1e-12:
+        raise HpodError(f"{source}: the target is constant over the train split ({train_targets[0]:g})")
+    return float(train_targets.mean()), std

@@ -13,7 +13,7 @@ from rich.table import Table
 from hpod.budget import format_budget
 from hpod.grid import GridEntry
 from hpod.records import trial_row
-from hpod.report import Cell
+from hpod.report import Cell, has_skill
 from hpod.search import FINISHED, best_trial
 from hpod.train import EpochRecord
 
@@ -54,23 +54,38 @@ def trials_table(study: optuna.Study) -> Table:
 
 
 def report_table(cells: list[Cell]) -> Table:
-    """The best trial of each budget × horizon, with what its numbers rest on."""
-    table = Table(title="best trial per budget × horizon (val loss chose it; test loss was seen once, at the end)")
-    columns = ("job", "budget", "h", "val loss", "test loss", "params", "arch", "lr", "wd", "warmup", "dropout",
-               "epochs", "trials c/p/f of target", "val samples")  # fmt: skip
+    """Each budget × horizon: the model's loss beside its baselines on the same split, and skill."""
+    table = Table(
+        title="per budget × horizon: loss (seed mean ± SE) beside baselines on the same split; "
+        "skill = 1 − loss / constant's (± SE, block bootstrap); * no skill beyond 2 SE",
+    )
+    columns = ("job", "budget", "h", "val loss", "constant", "linear", "val skill", "test loss", "test skill",
+               "params", "arch", "trials c/p/f of target", "val samples")  # fmt: skip
     for name in columns:
         table.add_column(name, justify="left" if name in ("job", "arch") else "right")
     for c in cells:
         b = c.best or {}
-        test = None if c.test is None else c.test["test_loss"]
+        val, test = c.skill.get("val", {}), c.skill.get("test", {})
+        baselines = c.baselines or {}
         counts = f"{c.counts['complete']}/{c.counts['pruned']}/{c.counts['failed']} of {c.target}"
         table.add_row(
-            c.job, format_budget(c.budget), f"h{c.horizon}", _num(b.get("val_loss"), ".4f"), _num(test, ".4f"),
-            _num(b.get("param_count"), ","), b.get("arch") or "-", _num(b.get("learning_rate"), ".1e"),
-            _num(b.get("weight_decay"), ".1e"), _num(b.get("warmup_steps"), "d"), _num(b.get("dropout"), ".2f"),
-            f"{_num(b.get('epochs_run'), 'd')}/{_num(b.get('epochs'), 'd')}", counts, _num(b.get("n_val"), ","),
+            c.job, format_budget(c.budget), f"h{c.horizon}",
+            _pm(val.get("loss", c.val_loss), val.get("loss_se"), ".4f"),
+            _num(baselines.get("constant", {}).get("val_loss"), ".4f"),
+            _num(baselines.get("linear", {}).get("val_loss"), ".4f"),
+            _pm(val.get("skill_constant"), val.get("skill_constant_se"), "+.3f") + ("*" * (has_skill(c) is False)),
+            _pm(test.get("loss", (c.test or {}).get("test_loss")), test.get("loss_se"), ".4f"),
+            _pm(test.get("skill_constant"), test.get("skill_constant_se"), "+.3f"),
+            _num(b.get("param_count"), ","), b.get("arch") or "-", counts, _num(b.get("n_val"), ","),
         )  # fmt: skip
     return table
+
+
+def _pm(value, se, spec: str) -> str:
+    """value ± se, or the value alone when no SE was measured."""
+    if se is None:
+        return _num(value, spec)
+    return f"{_num(value, spec)} ± {_num(se, spec.lstrip('+'))}"
 
 
 def _num(value, spec: str) -> str:

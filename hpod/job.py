@@ -27,13 +27,15 @@ class DataSpec:
     threshold_pct: float = 1.0  # threshold: close rises at least this many percent within h rows
     price_column: str = "close"  # threshold and return targets derive from it
     target_column: str | None = None  # for target: column
-    date_column: str | None = "date"  # rows are sorted by it when present
+    date_column: str | None = "date"  # rows are sorted by it when present (any capitalisation)
+    date_format: str | None = None  # e.g. "%d/%m/%Y"; None: the one common format that reads every row
     features: tuple[str, ...] | None = None  # None: derived from open/high/low/close/volume
     context: int = 60  # rows per input window
     patch_len: int = 10
     stride: int = 5
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train/val/test, chronological
     min_val_samples: int = 500  # fewer validation samples than this: refuse the job
+    bootstrap_block: int = 20  # rows per block of the report's moving-block bootstrap (serial correlation)
 
     def __post_init__(self) -> None:
         _check(self.target in TARGETS, f"data.target must be one of {TARGETS} but got {self.target!r}")
@@ -49,6 +51,7 @@ class DataSpec:
             f"data.split must be three positive fractions summing to 1 but got {list(self.split)}",
         )
         _check(self.min_val_samples >= 1, f"data.min_val_samples must be >= 1 but got {self.min_val_samples}")
+        _check(self.bootstrap_block >= 1, f"data.bootstrap_block must be >= 1 but got {self.bootstrap_block}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class SearchSpec:
     variation_dropout: tuple[float, ...] = (0.12, 0.27)  # these two values
     pruner: str = "hyperband"  # none | median | hyperband
     max_failures: int = 5  # consecutive failed trials that stop a study
+    final_seeds: int = 3  # when the search ends, retrain its best with this many more seeds (0: none)
 
     def __post_init__(self) -> None:
         _check(self.n_trials >= 1, f"search.n_trials must be >= 1 but got {self.n_trials}")
@@ -97,6 +101,7 @@ class SearchSpec:
         )
         _check(self.epochs and min(self.epochs) >= 1, "search.epochs must be positive integers")
         _check(self.max_failures >= 1, f"search.max_failures must be >= 1 but got {self.max_failures}")
+        _check(self.final_seeds >= 0, f"search.final_seeds cannot be negative but got {self.final_seeds}")
 
 
 @dataclass(frozen=True)

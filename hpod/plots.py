@@ -1,5 +1,6 @@
-"""The report's figure: loss against parameters with the fitted law and its band, and loss
-against shape per budget (which shape wins at each budget is the study's second question)."""
+"""The report's figure: per horizon, loss against parameters with its baselines, seed error bars,
+the fitted law and its band; and loss against shape per budget (which shape wins at each budget
+is the study's second question)."""
 
 from __future__ import annotations
 
@@ -19,40 +20,45 @@ def plot_report(cells: list[Cell], reports: list[LawReport], path: Path) -> None
     matplotlib.use("Agg")  # no display on a workstation's service account
     import matplotlib.pyplot as plt
 
-    fig, (laws_ax, shape_ax) = plt.subplots(1, 2, figsize=FIGSIZE_IN, dpi=DPI)
-    plot_laws(laws_ax, cells, reports, plt.get_cmap("tab10"))
-    plot_shapes(shape_ax, cells, plt.get_cmap("viridis"))
+    horizons = sorted({c.horizon for c in cells})
+    fig, axes = plt.subplots(1, len(horizons) + 1, figsize=FIGSIZE_IN, dpi=DPI, squeeze=False)
+    for ax, horizon in zip(axes[0], horizons, strict=False):
+        plot_law(ax, [c for c in cells if c.horizon == horizon], [r for r in reports if r.horizon == horizon])
+    plot_shapes(axes[0][-1], cells, plt.get_cmap("viridis"))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def plot_laws(ax, cells: list[Cell], reports: list[LawReport], colours) -> None:
-    from matplotlib.ticker import ScalarFormatter
+def plot_law(ax, cells: list[Cell], reports: list[LawReport]) -> None:
+    """One horizon: each job's losses with seed error bars, its baselines as lines, the fit and its
+    band. Horizons get panels of their own: their baselines differ (~0.47 at h1, ~0.71 at h5)."""
+    import matplotlib.pyplot as plt
 
+    colours = plt.get_cmap("tab10")
     for i, report in enumerate(reports):
         colour = colours(i % 10)
-        group = [c for c in cells if c.job == report.job and c.horizon == report.horizon and c.best is not None]
-        n = [c.best["param_count"] for c in group]
-        label = f"{report.job} h{report.horizon}"
-        ax.scatter(n, [c.best["val_loss"] for c in group], color=colour, zorder=3, label=f"{label}: best per budget")
-        if report.fit is None:
+        group = [c for c in cells if c.job == report.job and c.best is not None]
+        n = np.array([c.best["param_count"] for c in group], dtype=float)
+        se = [c.skill.get("val", {}).get("loss_se", 0.0) for c in group]
+        ax.errorbar(n, [c.val_loss for c in group], yerr=se, fmt="o", color=colour, capsize=3, label=report.job)
+        for name, style in (("constant", "--"), ("linear", ":")):
+            levels = [c.baselines[name]["val_loss"] for c in group if c.baselines and name in c.baselines]
+            if levels:
+                ax.axhline(float(np.mean(levels)), color=colour, linestyle=style, label=f"{report.job}: {name}")
+        if report.fit is None or report.interval is None:
             continue
-        grid = report.interval.grid if report.interval else np.geomspace(min(n) / 2, max(n) * 2, 100)
+        band = report.interval
         f = report.fit
-        ax.plot(grid, f.predict(grid), color=colour, label=f"{label}: {f.E:.3f} + {f.A:.3g}·N^-{f.alpha:.3f}")
-        if report.interval is not None:
-            low, high = np.percentile(report.interval.curves, [2.5, 97.5], axis=0)
-            ax.fill_between(grid, low, high, color=colour, alpha=0.2, label=f"{label}: 95% bootstrap band")
+        ax.plot(band.grid, f.predict(band.grid), color=colour, label=f"{report.verdict}: α = {f.alpha:.3f}")
+        low, high = np.percentile(band.curves, [2.5, 97.5], axis=0)
+        ax.fill_between(band.grid, low, high, color=colour, alpha=0.2)
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_xlabel("parameters N (exact count of the best trial)")
-    ax.set_ylabel("best validation loss")
-    ax.set_title("Scaling: best validation loss against parameters")
+    ax.set_xlabel("parameters N (exact count)")
+    ax.set_ylabel("validation loss (seed mean ± SE)")
+    ax.set_title(f"h{cells[0].horizon}: loss against parameters")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small")
 
 
 def plot_shapes(ax, cells: list[Cell], colours) -> None:

@@ -76,6 +76,9 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN dropped_archs TEXT;     -- JSON keys too big for the limit at enqueue
     ALTER TABLE daemons ADD COLUMN paused_since REAL;
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN baseline_value REAL;    -- the constant predictor's val loss, beside best_value
+    """,
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 import os
 import random
 import zlib
@@ -197,16 +198,29 @@ def previous_trial(study: optuna.Study, number: int) -> FrozenTrial | None:
     return max(earlier, key=lambda t: t.number, default=None)
 
 
-def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    if name == "none":
+def warmup_epochs(search: SearchSpec, steps_per_epoch: int | None) -> int:
+    """Epochs the longest warm-up of the search space lasts: no trial is judged before them, since
+    a long warm-up or a low learning rate has shown nothing yet (at 45 steps an epoch, 500 warm-up
+    steps are 11 epochs). Unknown without the data (a process that runs no trial): 1."""
+    if steps_per_epoch is None:
+        return 1
+    return max(1, math.ceil(search.warmup_steps[1] / steps_per_epoch))
+
+
+def make_pruner(name: str, max_epochs: int, min_epochs: int = 1) -> optuna.pruners.BasePruner:
+    """Pruners see each epoch's best-so-far loss (the objective) from epoch `min_epochs` on."""
+    if name == "none" or min_epochs >= max_epochs:
         return optuna.pruners.NopPruner()
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, max_epochs // 10))
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_epochs)
+    return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource=max_epochs, reduction_factor=3)
 
 
-def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+def open_study(
+    plan: StudyPlan, storage: str | optuna.storages.BaseStorage, steps_per_epoch: int | None = None
+) -> optuna.Study:
     """Create the study or load it; a new one gets its metadata and forced extreme trials.
+    `steps_per_epoch` (known once the data is loaded) keeps the pruner off the warm-up.
 
     The sampler is seeded from the study, the job's seed and the number of trials already
     started, so a process that reopens the study (each trial's worker does) does not replay
@@ -216,7 +230,7 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> o
         study_name=plan.name,
         direction="minimize",
         load_if_exists=True,
-        pruner=make_pruner(plan.job.search.pruner, plan.max_epochs),
+        pruner=make_pruner(plan.job.search.pruner, plan.max_epochs, warmup_epochs(plan.job.search, steps_per_epoch)),
     )
     trials = study.get_trials(deepcopy=False)
     search = plan.job.search
@@ -258,10 +272,11 @@ class Objective:
         guard: Guard | None = None,  # pauses training when the machine is short of memory or hot
         choices: ChoiceCache | None = None,  # micro-batch choices kept across trials and processes
         probe: Probe = probe_steps,
+        seed_offset: int = 0,  # added to each trial's training seed (seed runs use their own)
     ):
         self.plan, self.dataset, self.sampler = plan, dataset, sampler
         self.on_epoch, self.after_step, self.checkpoints = on_epoch, after_step, checkpoints
-        self.guard, self.choices, self.probe = guard, choices, probe
+        self.guard, self.choices, self.probe, self.seed_offset = guard, choices, probe, seed_offset
         self.params_by_key = {e.arch.key: e.params for e in plan.grid}
         self.device = pick_device(plan.job.train.device)
 
@@ -288,7 +303,13 @@ class Objective:
             self.fail_for_memory(trial, arch, exc)
             raise
         self.record_setup(trial, arch, config)
-        trainer = Trainer(model_config, config, self.dataset, *self.checkpoint_paths(trial.number), guard=self.guard)
+        trainer = Trainer(
+            model_config,
+            config,
+            self.dataset,
+            *self.checkpoint_paths(trial.study.study_name, trial.number),
+            guard=self.guard,
+        )
         if trainer.resumed_from is not None:
             self.record_resume(trial, trainer)
         try:
@@ -346,10 +367,10 @@ class Objective:
             trial.set_user_attr("pauses", pauses)
             trial.set_user_attr("paused_s", sum(p["seconds"] for p in pauses))
 
-    def checkpoint_paths(self, number: int) -> tuple[Path | None, Path | None]:
+    def checkpoint_paths(self, name: str, number: int) -> tuple[Path | None, Path | None]:
+        """Resume state and best weights of trial `number` of study `name` (a search or seed study)."""
         if self.checkpoints is None:
             return None, None
-        name = self.plan.name
         return checkpoint_io.resume_path(self.checkpoints, name, number), checkpoint_io.best_path(
             self.checkpoints, name, number
         )
@@ -362,13 +383,18 @@ class Objective:
         reported = trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values
         for record in trainer.result.history:
             if record.epoch not in reported:
-                trial.report(record.val_loss, record.epoch)
+                trial.report(record.best_val_loss, record.epoch)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """A finished trial needs no resume state; only the study's best keeps its best weights."""
-        if self.checkpoints is not None:
-            best = best_trial(study)
-            checkpoint_io.prune(self.checkpoints, study.study_name, trial.number, None if best is None else best.number)
+        """A finished trial needs no resume state; only the study's best keeps its best weights,
+        except in seed runs (seed_offset set), which all keep theirs for the evaluation."""
+        if self.checkpoints is None:
+            return
+        if self.seed_offset:
+            checkpoint_io.resume_path(self.checkpoints, study.study_name, trial.number).unlink(missing_ok=True)
+            return
+        best = best_trial(study)
+        checkpoint_io.prune(self.checkpoints, study.study_name, trial.number, None if best is None else best.number)
 
     def train_config(self, params: dict, number: int) -> TrainConfig:
         train_spec = self.plan.job.train
@@ -384,7 +410,7 @@ class Objective:
             min_delta=train_spec.min_delta,
             grad_clip=train_spec.grad_clip,
             divergence_factor=train_spec.divergence_factor,
-            seed=self.plan.job.search.seed + number,
+            seed=self.plan.job.search.seed + self.seed_offset + number,
             device=self.device,
         )
 
@@ -410,15 +436,17 @@ class Objective:
         if self.dataset.task == "binary":
             val_targets = self.dataset.targets[self.dataset.splits["val"]]
             attrs["val_positive_rate"] = float(val_targets.mean())
+        else:  # losses are in standardised units: original = value × std + mean
+            attrs["target_mean"], attrs["target_std"] = self.dataset.target_mean, self.dataset.target_std
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
     def report(self, trial: Trial, record: EpochRecord) -> None:
         if self.on_epoch is not None:
             self.on_epoch(trial.number, record)
-        trial.report(record.val_loss, record.epoch)
+        trial.report(record.best_val_loss, record.epoch)  # the objective's value, so a pruned trial keeps its best
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {record.epoch} (val loss {record.val_loss:.4f})")
+            raise optuna.TrialPruned(f"pruned at epoch {record.epoch} (best val loss {record.best_val_loss:.4f})")
 
 
 def record_history(trial: Trial, history: list[EpochRecord]) -> None:

@@ -34,6 +34,8 @@ def job_status(row: dict) -> dict:
         "trials_finished": done,
         "n_trials": target,
         "best_val_loss": row["best_value"],
+        "constant_val_loss": row["baseline_value"],  # the constant predictor's, on the same split
+        "skill": skill(row["best_value"], row["baseline_value"]),
         "best_arch": row["best_arch"],
         "current_trial": row["current_trial"],
         "current_epoch": row["current_epoch"],
@@ -42,6 +44,13 @@ def job_status(row: dict) -> dict:
         "eta_s": eta,
         "last_error": row["last_error"],
     }
+
+
+def skill(loss: float | None, constant: float | None) -> float | None:
+    """1 − loss / the constant predictor's: 0 means the model learnt nothing."""
+    if loss is None or constant is None or constant <= 0:
+        return None
+    return 1 - loss / constant
 
 
 def daemon_status(row: dict, now: float) -> dict:
@@ -95,6 +104,7 @@ def status_table(status: dict, show_all: bool = False) -> Table:
         "state",
         "trials",
         "best val loss",
+        "skill",
         "best arch",
         "now",
         "elapsed",
@@ -102,7 +112,7 @@ def status_table(status: dict, show_all: bool = False) -> Table:
     )
     for name in columns:
         table.add_column(
-            name, justify="right" if name in ("id", "trials", "best val loss", "elapsed", "ETA") else "left"
+            name, justify="right" if name in ("id", "trials", "best val loss", "skill", "elapsed", "ETA") else "left"
         )
     for job in jobs:
         state = job["state"] + (f" ({job['control']}ing)" if job["control"] else "")
@@ -113,7 +123,8 @@ def status_table(status: dict, show_all: bool = False) -> Table:
             )
         table.add_row(
             str(job["id"]), job["study"], format_budget(job["budget"]), job["horizon"], state,
-            f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]), job["best_arch"] or "-",
+            f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]),
+            "-" if job["skill"] is None else f"{job['skill']:+.3f}", job["best_arch"] or "-",
             now, _duration(job["elapsed_s"]), _duration(job["eta_s"]),
         )  # fmt: skip
     return table

@@ -27,14 +27,16 @@ import psutil
 
 from hpod.data import load_dataset
 from hpod.errors import HpodError
+from hpod.evaluation import ensure_baselines, evaluate_study
 from hpod.guard import Guard
 from hpod.job import guard_overrides
 from hpod.jobrecord import plan_from_row
 from hpod.probe import ChoiceCache
-from hpod.search import Objective, TrialLog, open_study, run_trial
+from hpod.search import Objective, TrialLog, best_trial, open_study, run_trial
+from hpod.seeds import SEED_OFFSET, existing_seed_study, open_seed_study
 from hpod.sensors import default_readers, read_all
 from hpod.state import StateDir, open_storage
-from hpod.train import EpochRecord, Interrupted
+from hpod.train import EpochRecord, Interrupted, steps_per_epoch
 
 log = logging.getLogger(__name__)
 PARENT_GONE_EXIT = 3
@@ -89,10 +91,22 @@ class Reporter:
 
 
 def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
+    """One trial of the task's phase: `search` (a search trial), `seeds` (a seed run of the
+    search's best), or `evaluate` (the study's val and test evaluation, no trial)."""
     row, state = task["job"], StateDir(Path(task["state_root"]))
     plan = plan_from_row(row)
     dataset = load_dataset(plan.job.data, plan.horizon)
-    study = open_study(plan, open_storage(state.storage_url(row["storage"])))
+    storage = open_storage(state.storage_url(row["storage"]))
+    study = open_study(plan, storage, steps_per_epoch(dataset, plan.job.train.effective_batch))
+    ensure_baselines(study, dataset)
+    phase = task.get("phase", "search")
+    if phase == "evaluate":
+        seeds = existing_seed_study(plan.name, storage, best_trial(study))
+        evaluate_study(plan, study, dataset, state.checkpoints, seeds)
+        reporter.send("finished", trial=None, state="EVALUATED")
+        return 0
+    if phase == "seeds":
+        study = open_seed_study(plan, storage, best_trial(study))
     current = {"trial": task.get("resume")}
 
     def after_step(epoch: int, step: int) -> None:
@@ -123,9 +137,11 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
         checkpoints=state.checkpoints,
         guard=Guard(guard_spec, lambda: read_all(readers), notify=on_pause),
         choices=ChoiceCache(state.micro_batches),
+        seed_offset=SEED_OFFSET if phase == "seeds" else 0,
     )
     try:
-        frozen = run_trial(study, objective, [TrialLog(state.logs / f"{plan.name}.log")], task.get("resume"), on_start)
+        log_file = TrialLog(state.logs / f"{study.study_name}.log")
+        frozen = run_trial(study, objective, [log_file], task.get("resume"), on_start)
     except Interrupted:
         reporter.send("interrupted", trial=current["trial"])
         return 0

@@ -19,14 +19,14 @@ TEST_JOB = """
 name: daemon
 grid: {{d_model: [16, 32], n_layers: [1, 2], n_heads: [2], d_ff_mult: [2], tolerance: 0.5}}
 search: {{n_trials: 2, n_startup_trials: 2, epochs: [{epochs}], pruner: none, warmup_steps: [10, 20, 10],
-         forced_extremes: false}}
+         forced_extremes: false, final_seeds: {seeds}}}
 train: {{patience: 20}}
 """
 
 
-def write_job(directory: Path, epochs: int) -> str:
-    path = directory / f"job-{epochs}.yaml"
-    path.write_text(TEST_JOB.format(epochs=epochs))
+def write_job(directory: Path, epochs: int, seeds: int = 0) -> str:
+    path = directory / f"job-{epochs}-{seeds}.yaml"
+    path.write_text(TEST_JOB.format(epochs=epochs, seeds=seeds))
     return str(path)
 
 

@@ -44,6 +44,26 @@ def test_the_daemon_runs_queued_jobs_to_done_and_status_reports_them(state, tmp_
     assert len((state / "logs" / "daemon-20K-h5.log").read_text().splitlines()) == 2
 
 
+def test_a_finished_search_runs_seed_runs_apart_and_the_evaluation_in_a_worker(state, tmp_path):
+    """Seed runs never count toward the search or feed its sampler; the evaluation stores the
+    baselines, the seeds' losses and the per-sample file the report bootstraps."""
+    enqueue(state, write_job(tmp_path, epochs=1, seeds=2))
+    out = finish(start_daemon(state, "--until-idle"), timeout=300)
+    search = study(state, STUDY)
+    assert len(search.trials) == 2 and out.count("Trial ") == 4
+    seeds = study(state, f"{STUDY}-seeds-t{search.best_trial.number}")
+    assert [t.state for t in seeds.trials] == [TrialState.COMPLETE] * 2
+    assert {t.params["arch"] for t in seeds.trials} == {search.best_trial.params["arch"]}
+    assert len({t.user_attrs["seed"] for t in seeds.trials} | {search.best_trial.user_attrs["seed"]}) == 3
+    tested = search.user_attrs["test_evaluation"]
+    assert tested["seeds"] == 2 and len(tested["seed_val_losses"]) == 2
+    assert (state / "checkpoints" / STUDY / "samples.npz").is_file()
+    constant = search.user_attrs["baselines"]["constant"]["val_loss"]
+    [job] = status(state)["jobs"]
+    assert job["constant_val_loss"] == pytest.approx(constant)
+    assert job["skill"] == pytest.approx(1 - job["best_val_loss"] / constant)
+
+
 def test_a_worker_killed_with_sigkill_fails_its_trial_alone(state, tmp_path):
     enqueue(state, write_job(tmp_path, epochs=6))
     daemon = start_daemon(state, "--until-idle")

@@ -100,7 +100,16 @@ def user_spec(path: str, **kw) -> DataSpec:
 def test_user_csv_with_named_columns_loads_as_a_regression(tmp_path):
     data = load_dataset(user_spec(write_csv(tmp_path, user_frame())), 3)
     assert data.task == "regression" and data.features.shape == (3000, 2)
-    assert data.targets[100] == pytest.approx(user_frame()["y"][103])
+    y = user_frame()["y"]
+    original = data.targets[100] * data.target_std + data.target_mean
+    assert float(original) == pytest.approx(y[103], abs=1e-5)
+
+
+def test_a_regression_target_is_standardised_with_train_statistics_only(tmp_path):
+    data = load_dataset(user_spec(write_csv(tmp_path, user_frame())), 3)
+    train = data.targets[data.splits["train"]].double()
+    assert abs(float(train.mean())) < 1e-6 and float(train.std()) == pytest.approx(1.0, abs=1e-3)
+    assert data.target_std == pytest.approx(float(user_frame()["y"][data.splits["train"].numpy() + 3].std()), rel=1e-3)
 
 
 def test_user_parquet_loads_like_csv(tmp_path):

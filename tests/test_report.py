@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
+from hpod.evaluation import BASELINES_ATTR, TEST_ATTR, samples_path, write_samples
 from hpod.report import cells, laws
 from hpod.state import open_storage
 
@@ -19,28 +20,42 @@ from .helpers import hpod
 
 ALPHA, E, A = 0.25, 0.30, 2.0
 BUDGETS = (50_000, 300_000, 1_500_000, 8_000_000, 50_000_000)
+SAMPLES, SEEDS = 1000, 3
 
 
-def synthetic_studies(state, budgets, trials_per_budget: int = 6, seed: int = 7) -> None:
-    """Studies whose best trials follow L = E + A·N^-α with 0.1% noise; the other trials are worse."""
+def synthetic_studies(state, budgets, losses_of=lambda n: E + A * n**-ALPHA, seed: int = 7) -> None:
+    """Studies whose evaluation follows `losses_of(N)`: per-sample losses with a difficulty shared
+    by all budgets, written where the evaluation writes them, with a constant baseline above."""
     rng = np.random.default_rng(seed)
     storage = open_storage(f"sqlite:///{state / 'optuna.db'}")
+    shared = np.exp(0.5 * rng.normal(size=SAMPLES))
+    shared /= shared.mean()
     for budget in budgets:
         study = optuna.create_study(study_name=f"synth-{budget}-h1", storage=storage)
-        for key, value in {"budget": budget, "horizon": 1, "job_name": "synth", "n_trials": trials_per_budget}.items():
-            study.set_user_attr(key, value)
-        for i in range(trials_per_budget):
-            n = int(budget * rng.uniform(0.8, 1.2))
-            law = E + A * n**-ALPHA
-            loss = law * np.exp(rng.normal(0, 0.001)) if i == 0 else law + rng.uniform(0.005, 0.03)
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params={"arch": "d64-L2-h2-f128"},
-                    distributions={"arch": CategoricalDistribution(("d64-L2-h2-f128",))},
-                    value=float(loss),
-                    user_attrs={"param_count": n, "d_model": 64, "n_layers": 2, "n_val": 1000},
-                )
+        attrs = {"budget": budget, "horizon": 1, "job_name": "synth", "n_trials": 1, "job_text": ""}
+        level = losses_of(budget)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"arch": "d64-L2-h2-f128"},
+                distributions={"arch": CategoricalDistribution(("d64-L2-h2-f128",))},
+                value=float(level),
+                user_attrs={"param_count": budget, "d_model": 64, "n_layers": 2, "n_val": SAMPLES, "n_train": 10},
             )
+        )
+        runs = level * (shared * (1 + 0.3 * rng.normal(size=(1 + SEEDS, SAMPLES))) + 0.01 * rng.normal(size=(4, 1)))
+        constant = np.full(SAMPLES, 0.6) * shared
+        samples = {"val": runs, "test": runs}
+        write_samples(
+            samples_path(state / "checkpoints", study.study_name), samples, {"constant": samples_of(constant)}
+        )
+        attrs[TEST_ATTR] = {"trial": 0, "test_loss": float(runs[0].mean()), "seeds": SEEDS}
+        attrs[BASELINES_ATTR] = {"constant": {"val_loss": float(constant.mean()), "test_loss": float(constant.mean())}}
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+
+
+def samples_of(values):
+    return {"val": values, "test": values}
 
 
 def report_json(state, *args: str) -> dict:
@@ -49,36 +64,51 @@ def report_json(state, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_the_fit_recovers_a_known_exponent_and_its_interval_covers_it(tmp_path):
+def test_a_planted_law_over_five_budgets_is_called_a_law_with_an_interval_that_covers_it(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     synthetic_studies(state, BUDGETS)
-    out = report_json(state, "--bootstrap", "100")
+    out = report_json(state, "--bootstrap", "300")
     [law] = out["fits"]
-    assert law["budgets"] == 5 and law["note"] is None
-    fit = law["fit"]
-    assert abs(fit["alpha"] - ALPHA) / ALPHA <= 0.10, fit
-    assert abs(fit["E"] - E) / E <= 0.05 and fit["converged"]
+    assert law["budgets"] == 5 and law["verdict"] == "law", law
     low, high = law["bootstrap"]["alpha_95"]
-    assert low <= ALPHA <= high and low < fit["alpha"] < high
-    assert len(out["cells"]) == 5 and all(c["best"]["n_val"] == 1000 for c in out["cells"])
+    assert low <= ALPHA <= high and low < law["fit"]["alpha"] < high
+    cell = out["cells"][0]
+    val = cell["skill"]["val"]
+    assert val["runs"] == SEEDS and val["loss_se"] > 0 and val["skill_constant"] > 2 * val["skill_constant_se"]
+    assert val["loss"] == pytest.approx(float(np.mean(val["loss"])))
 
 
-def test_with_two_budgets_the_report_declines_to_fit_and_with_three_says_no_freedom_is_left(tmp_path):
+def test_flat_losses_are_no_scaling_detected_and_the_terminal_shows_no_bare_exponent(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    synthetic_studies(state, BUDGETS, losses_of=lambda n: 0.45)
+    [law] = report_json(state, "--bootstrap", "300")["fits"]
+    assert law["verdict"] == "no scaling detected" and "within 2 SE" in law["reason"], law
+    table = hpod(state, "report")
+    assert table.returncode == 0, table.stderr
+    line = next(x for x in table.stdout.splitlines() if x.startswith("synth h1"))
+    assert "no scaling detected" in line and "α =" not in line
+
+
+def test_losses_that_do_not_beat_the_constant_predictor_are_marked_and_never_a_law(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    synthetic_studies(state, BUDGETS, losses_of=lambda n: 0.6 + 2.0 * n**-0.5)
+    out = report_json(state, "--bootstrap", "300")
+    [law] = out["fits"]
+    assert law["verdict"] == "no scaling detected" and "no skill" in law["reason"]
+    assert any("no skill over the constant predictor" in w for w in out["warnings"])
+
+
+def test_with_two_budgets_the_report_declines_to_fit(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     synthetic_studies(state, BUDGETS[:2])
     [law] = report_json(state)["fits"]
-    assert "fit" not in law and law["note"].startswith("no fit: 2 budget(s)")
-    storage = open_storage(f"sqlite:///{state / 'optuna.db'}")
-    synthetic_studies(tmp_path, BUDGETS[2:3])  # a second storage, copied in below
-    optuna.copy_study(
-        from_study_name=f"synth-{BUDGETS[2]}-h1",
-        from_storage=open_storage(f"sqlite:///{tmp_path / 'optuna.db'}"),
-        to_storage=storage,
-    )
-    [law] = laws(cells(storage), resamples=0)
-    assert law.fit is not None and "no degrees of freedom left" in law.note
+    assert "fit" not in law and law["verdict"] == "no fit" and law["reason"].startswith("2 budget(s)")
+    [law] = laws(cells(open_storage(f"sqlite:///{state / 'optuna.db'}")))
+    assert law.verdict == "no fit"
 
 
 def test_a_report_of_real_tiny_studies_has_its_table_test_loss_and_figure(tmp_path):
@@ -95,8 +125,14 @@ def test_a_report_of_real_tiny_studies_has_its_table_test_loss_and_figure(tmp_pa
         best = c["best"]
         assert best["val_loss"] > 0 and best["param_count"] > 0 and best["n_val"] >= 500
         assert c["test"]["trial"] == best["trial"] and c["test"]["test_loss"] > 0 and c["test"]["n_test"] > 0
+        assert c["test"]["seeds"] == 2 and len(c["test"]["seed_val_losses"]) == 2  # tiny.yaml's final_seeds
+        assert set(c["baselines"]) == {"constant", "linear"}
+        val = c["skill"]["val"]
+        assert val["runs"] == 2 and val["constant"] == pytest.approx(c["baselines"]["constant"]["val_loss"], rel=1e-5)
+        assert val["loss"] == pytest.approx(np.mean(c["test"]["seed_val_losses"]), rel=1e-5)
+        assert val["skill_constant"] == pytest.approx(1 - val["loss"] / val["constant"])
     [law] = out["fits"]
-    assert "fit" not in law and law["note"].startswith("no fit")
+    assert "fit" not in law and law["verdict"] == "no fit"
 
     import matplotlib.image
 
@@ -104,7 +140,8 @@ def test_a_report_of_real_tiny_studies_has_its_table_test_loss_and_figure(tmp_pa
     assert pixels.shape[:2] == (550, 1300) and pixels.std() > 0.05  # not a blank canvas
     table = hpod(state, "report", "--bootstrap", "0")
     assert table.returncode == 0, table.stderr
-    assert "20K" in table.stdout and "50K" in table.stdout and "no fit: 2 budget(s)" in table.stdout
+    assert "20K" in table.stdout and "50K" in table.stdout and "no fit (2 budget(s)" in table.stdout
+    assert "constant" in table.stdout and "skill" in table.stdout
 
 
 def test_bad_report_input_is_one_line_and_exit_2(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpod.grid import Arch, extremes
+from hpod.job import SearchSpec
 from hpod.search import (
     Objective,
     StudyFailed,
@@ -19,6 +20,7 @@ from hpod.search import (
     reopen_trial,
     run_study,
     run_trial,
+    warmup_epochs,
 )
 from hpod.train import Interrupted
 
@@ -220,3 +222,48 @@ def test_a_trial_left_running_by_a_dead_process_is_continued_from_its_checkpoint
     assert trials[0].params == params and trials[0].user_attrs["resumed_from"] == [{"epoch": 0, "step": 4}]
     assert not list((tmp_path / "ck" / plan.name).glob("trial_*[0-9].pt"))  # resume state gone
     assert (tmp_path / "ck" / plan.name / "trial_00000.best.pt").exists()  # the best trial's weights kept
+
+
+class Recording(optuna.pruners.BasePruner):
+    """Prunes nothing; keeps what each should_prune call saw."""
+
+    def __init__(self):
+        self.seen: list[dict[int, float]] = []
+
+    def prune(self, study, trial) -> bool:
+        self.seen.append(dict(trial.intermediate_values))
+        return False
+
+
+def test_the_pruner_receives_each_epochs_running_minimum(tmp_path, fast_job, dataset_h5):
+    _, study, objective = start(
+        tmp_path, without_extremes(fast_job, epochs=(4,), learning_rate=(3e-3, 4e-3)), dataset_h5
+    )
+    study.pruner = recording = Recording()
+    run_study(study, objective, target=1)
+    curve = [r["val_loss"] for r in study.trials[0].user_attrs["learning_curve"]]
+    reported = recording.seen[-1]
+    assert [reported[e] for e in sorted(reported)] == [min(curve[: i + 1]) for i in range(len(curve))]
+    assert study.trials[0].value == min(curve)
+
+
+def test_no_trial_is_judged_before_the_longest_warm_up_of_the_space_has_ended():
+    search = dataclasses.replace(SearchSpec(), warmup_steps=(100, 500, 100))
+    assert warmup_epochs(search, steps_per_epoch=45) == 12  # 500 steps at 45 an epoch
+    pruner = make_pruner("hyperband", 50, warmup_epochs(search, 45))
+    study = optuna.create_study(pruner=pruner)
+    for _ in range(30):  # good trials that went the whole way, in each of its brackets
+        trial = study.ask()
+        for step in range(50):
+            trial.report(0.1, step)
+            assert not trial.should_prune()  # Hyperband records a rung's values when asked
+        study.tell(trial, 0.1)
+    bad = study.ask()
+    judged = []
+    for step in range(50):
+        bad.report(10.0, step)
+        if bad.should_prune():
+            judged.append(step)
+            break
+    assert judged and judged[0] >= 12
+    assert isinstance(make_pruner("hyperband", 10, 10), optuna.pruners.NopPruner)  # warm-up spans every epoch

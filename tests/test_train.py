@@ -1,8 +1,10 @@
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from hpod.data import load_dataset
 from hpod.grid import Arch
 from hpod.model import PatchTST
 from hpod.train import (
@@ -13,6 +15,7 @@ from hpod.train import (
     Trainer,
     accumulate_gradients,
     auc,
+    check_divergence,
     evaluate,
     make_optimizer,
     make_schedule,
@@ -154,3 +157,46 @@ def test_the_best_epochs_weights_are_kept_beside_the_checkpoint(dataset_h5, tmp_
     model = PatchTST(model_config)
     model.load_state_dict(saved["model"])
     assert evaluate(model, dataset_h5, "val", config())[0] == pytest.approx(result.best_val_loss, rel=1e-6)
+
+
+def return_dataset(tiny_job):
+    return load_dataset(dataclasses.replace(tiny_job.data, target="return"), 5)
+
+
+def test_a_fresh_model_predicts_the_train_mean_so_its_first_loss_is_the_constant_predictors(tiny_job, dataset_h5):
+    for dataset in (dataset_h5, return_dataset(tiny_job)):
+        trainer = Trainer(ARCH.model_config(dataset.shape), config(), dataset)
+        loss, outputs = evaluate(trainer.model, dataset, "val", trainer.config)
+        train_targets = dataset.targets[dataset.splits["train"]].double()
+        expected = torch.logit(train_targets.mean()) if dataset.task == "binary" else train_targets.mean()
+        torch.testing.assert_close(outputs.double(), torch.full_like(outputs.double(), float(expected)))
+        assert loss == pytest.approx(trainer.result.baseline_val_loss, rel=1e-5)
+
+
+def test_min_delta_is_a_fraction_of_the_constant_predictors_loss(tiny_job, dataset_h5):
+    for dataset in (dataset_h5, return_dataset(tiny_job)):
+        trainer = Trainer(ARCH.model_config(dataset.shape), config(min_delta=0.01), dataset)
+        assert trainer.stopper.min_delta == pytest.approx(0.01 * trainer.result.baseline_val_loss)
+
+
+def test_a_return_target_trains_without_divergence_from_near_the_constant_baseline(tiny_job):
+    """It failed 5 of 5 trials with 'Diverged at epoch 0' before targets were standardised."""
+    dataset = return_dataset(tiny_job)
+    assert dataset.task == "regression" and abs(dataset.target_std - 0.025) < 0.015
+    result = train(ARCH.model_config(dataset.shape), config(epochs=3, learning_rate=1e-3), dataset)
+    assert result.history[0].val_loss < 2 * result.baseline_val_loss
+    assert all(math.isfinite(r.val_loss) for r in result.history)
+
+
+def test_the_divergence_factor_is_not_applied_during_warm_up():
+    check_divergence(50.0, 1.0, 10.0, epoch=0, warming_up=True)
+    with pytest.raises(Diverged, match="exceeds 10x"):
+        check_divergence(50.0, 1.0, 10.0, epoch=3)
+    with pytest.raises(Diverged, match="nan"):
+        check_divergence(float("nan"), 1.0, 10.0, epoch=0, warming_up=True)
+
+
+def test_each_epoch_record_carries_the_running_minimum(dataset_h5):
+    result = train(ARCH.model_config(dataset_h5.shape), config(epochs=4, learning_rate=3e-3), dataset_h5)
+    running = [min(r.val_loss for r in result.history[: i + 1]) for i in range(len(result.history))]
+    assert [r.best_val_loss for r in result.history] == running
