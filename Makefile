@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(HPOD) enqueue --budget 100K --horizon h5 --job jobs/tiny.yaml --max-epochs 6 --force
 	$(HPOD) daemon --until-idle
+	$(HPOD) report
 	$(HPOD) status
 
 test: setup

@@ -18,15 +18,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna
 
 from hpod.data import load_dataset
-from hpod.job import load_job
+from hpod.job import SearchSpec, TrainSpec, load_job
 from hpod.search import Objective, best_trial, open_study, plan_study, run_study
-from hpod.train import steps_per_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET, HORIZON = 100_000, 5
-# Longer than jobs/tiny.yaml's 4/6/8 epochs: with those, trials end by early stopping before
-# Hyperband's rungs matter (1.24x fewer epochs measured on one seed; see RESULTS.md).
-EPOCHS, PATIENCE = (12, 16, 20), 4
+# The default job's schedule (architectural_search.yaml): on the bundled data an epoch is 45
+# optimizer steps at any budget, so warm-up (100-500 steps = 2-11 epochs), patience (10 epochs) and
+# epochs (50/75/100) stand in the same proportion to an epoch as in production; only the grid is
+# tiny.yaml's, so a trial takes seconds an epoch instead of minutes.
+DEFAULT = SearchSpec()
+EPOCHS, PATIENCE, WARMUP = DEFAULT.epochs, TrainSpec().patience, DEFAULT.warmup_steps
 
 
 @dataclasses.dataclass
@@ -40,11 +42,13 @@ class Run:
 
 def run(pruner: str, seed: int, trials: int, epochs: tuple[int, ...]) -> Run:
     job = load_job(ROOT / "jobs" / "tiny.yaml")
-    search = dataclasses.replace(job.search, pruner=pruner, seed=seed, n_trials=trials, epochs=epochs)
+    search = dataclasses.replace(
+        job.search, pruner=pruner, seed=seed, n_trials=trials, epochs=epochs, warmup_steps=WARMUP, final_seeds=0
+    )
     job = dataclasses.replace(job, search=search, train=dataclasses.replace(job.train, patience=PATIENCE))
     plan = plan_study(job, BUDGET, HORIZON)
     dataset = load_dataset(job.data, HORIZON)
-    study = open_study(plan, optuna.storages.InMemoryStorage(), steps_per_epoch(dataset, job.train.effective_batch))
+    study = open_study(plan, optuna.storages.InMemoryStorage())
     finished_at: dict[int, tuple[float, int]] = {}
     start, epochs = time.perf_counter(), 0
 
@@ -63,8 +67,8 @@ def main(smoke: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials, seeds, epochs = (4, 1, (2, 3)) if smoke else (24, 3, EPOCHS)
     print(
-        f"budget {BUDGET:,}, h{HORIZON}, jobs/tiny.yaml with epochs {'/'.join(map(str, epochs))} and patience "
-        f"{PATIENCE}, {trials} trials x {seeds} seeds"
+        f"budget {BUDGET:,}, h{HORIZON}, jobs/tiny.yaml's grid with epochs {'/'.join(map(str, epochs))}, patience "
+        f"{PATIENCE}, warm-up {WARMUP[0]}-{WARMUP[1]} steps, {trials} trials x {seeds} seeds"
     )
     print(f"{'seed':>4} {'pruner':>9} {'best':>7} {'epochs':>6} {'to best':>7} {'wall s':>7} {'to best s':>9}")
     ratios, diffs, time_ratios = [], [], []

@@ -81,7 +81,6 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
     from hpod.search import Objective, TrialLog, best_trial, open_study, plan_study, run_study
     from hpod.seeds import SEED_OFFSET, existing_seed_study, open_seed_study, top_up
     from hpod.sensors import default_readers, read_all
-    from hpod.train import steps_per_epoch
 
     quiet_optuna()
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
@@ -110,7 +109,7 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
 
     for plan in plans:
         dataset = datasets[plan.horizon]
-        study = open_study(plan, store, steps_per_epoch(dataset, job.train.effective_batch))
+        study = open_study(plan, store)
         ensure_baselines(study, dataset)
         run_trials(plan, study, plan.job.search.n_trials)
         console.print(trials_table(study))

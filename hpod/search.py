@@ -38,6 +38,7 @@ from hpod.liveness import is_dead, process_id
 from hpod.memory import job_limit
 from hpod.model import ModelConfig
 from hpod.probe import ChoiceCache, Probe, choose_micro_batch, probe_steps
+from hpod.pruners import WARMUP_EPOCHS, make_pruner
 from hpod.records import log_line
 from hpod.train import (
     EpochRecord,
@@ -48,6 +49,7 @@ from hpod.train import (
     Trainer,
     TrainResult,
     pick_device,
+    steps_per_epoch,
 )
 
 log = logging.getLogger(__name__)
@@ -198,29 +200,8 @@ def previous_trial(study: optuna.Study, number: int) -> FrozenTrial | None:
     return max(earlier, key=lambda t: t.number, default=None)
 
 
-def warmup_epochs(search: SearchSpec, steps_per_epoch: int | None) -> int:
-    """Epochs the longest warm-up of the search space lasts: no trial is judged before them, since
-    a long warm-up or a low learning rate has shown nothing yet (at 45 steps an epoch, 500 warm-up
-    steps are 11 epochs). Unknown without the data (a process that runs no trial): 1."""
-    if steps_per_epoch is None:
-        return 1
-    return max(1, math.ceil(search.warmup_steps[1] / steps_per_epoch))
-
-
-def make_pruner(name: str, max_epochs: int, min_epochs: int = 1) -> optuna.pruners.BasePruner:
-    """Pruners see each epoch's best-so-far loss (the objective) from epoch `min_epochs` on."""
-    if name == "none" or min_epochs >= max_epochs:
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_epochs)
-    return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource=max_epochs, reduction_factor=3)
-
-
-def open_study(
-    plan: StudyPlan, storage: str | optuna.storages.BaseStorage, steps_per_epoch: int | None = None
-) -> optuna.Study:
+def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study or load it; a new one gets its metadata and forced extreme trials.
-    `steps_per_epoch` (known once the data is loaded) keeps the pruner off the warm-up.
 
     The sampler is seeded from the study, the job's seed and the number of trials already
     started, so a process that reopens the study (each trial's worker does) does not replay
@@ -230,7 +211,7 @@ def open_study(
         study_name=plan.name,
         direction="minimize",
         load_if_exists=True,
-        pruner=make_pruner(plan.job.search.pruner, plan.max_epochs, warmup_epochs(plan.job.search, steps_per_epoch)),
+        pruner=make_pruner(plan.job.search.pruner, plan.max_epochs),
     )
     trials = study.get_trials(deepcopy=False)
     search = plan.job.search
@@ -426,6 +407,7 @@ class Objective:
             "micro_batch": config.micro_batch,
             "accumulation_steps": config.accumulation_steps,
             "epochs_planned": config.epochs,
+            WARMUP_EPOCHS: math.ceil(config.warmup_steps / steps_per_epoch(self.dataset, config.effective_batch)),
             "device": config.device,
             "worker": process_id(),  # lets a restarted daemon tell an orphaned trial from a live one
             "seed": config.seed,

@@ -36,7 +36,7 @@ from hpod.search import Objective, TrialLog, best_trial, open_study, run_trial
 from hpod.seeds import SEED_OFFSET, existing_seed_study, open_seed_study
 from hpod.sensors import default_readers, read_all
 from hpod.state import StateDir, open_storage
-from hpod.train import EpochRecord, Interrupted, steps_per_epoch
+from hpod.train import EpochRecord, Interrupted
 
 log = logging.getLogger(__name__)
 PARENT_GONE_EXIT = 3
@@ -97,7 +97,7 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
     plan = plan_from_row(row)
     dataset = load_dataset(plan.job.data, plan.horizon)
     storage = open_storage(state.storage_url(row["storage"]))
-    study = open_study(plan, storage, steps_per_epoch(dataset, plan.job.train.effective_batch))
+    study = open_study(plan, storage)
     ensure_baselines(study, dataset)
     phase = task.get("phase", "search")
     if phase == "evaluate":

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 import socket
 
 import optuna
@@ -6,7 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpod.grid import Arch, extremes
-from hpod.job import SearchSpec
+from hpod.pruners import WARMUP_EPOCHS, make_pruner
 from hpod.search import (
     Objective,
     StudyFailed,
@@ -14,13 +15,11 @@ from hpod.search import (
     VariationSampler,
     distributions,
     finished_count,
-    make_pruner,
     open_study,
     plan_study,
     reopen_trial,
     run_study,
     run_trial,
-    warmup_epochs,
 )
 from hpod.train import Interrupted
 
@@ -119,8 +118,8 @@ def test_a_failing_trial_fails_alone_with_its_reason_then_the_study_stops_after_
 
 def test_make_pruner_follows_the_job():
     assert isinstance(make_pruner("none", 10), optuna.pruners.NopPruner)
-    assert isinstance(make_pruner("median", 10), optuna.pruners.MedianPruner)
-    assert isinstance(make_pruner("hyperband", 10), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("median", 10).base, optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("hyperband", 10).base, optuna.pruners.HyperbandPruner)
 
 
 class Scripted(optuna.samplers.RandomSampler):
@@ -247,23 +246,21 @@ def test_the_pruner_receives_each_epochs_running_minimum(tmp_path, fast_job, dat
     assert study.trials[0].value == min(curve)
 
 
-def test_no_trial_is_judged_before_the_longest_warm_up_of_the_space_has_ended():
-    search = dataclasses.replace(SearchSpec(), warmup_steps=(100, 500, 100))
-    assert warmup_epochs(search, steps_per_epoch=45) == 12  # 500 steps at 45 an epoch
-    pruner = make_pruner("hyperband", 50, warmup_epochs(search, 45))
-    study = optuna.create_study(pruner=pruner)
-    for _ in range(30):  # good trials that went the whole way, in each of its brackets
+@pytest.mark.parametrize("name", ["median", "hyperband"])
+def test_no_trial_is_judged_before_its_own_warm_up_has_ended(name):
+    """Warm-up of 500 steps at 45 an epoch ends in epoch 11 (0-based); one of 100 steps in epoch 2.
+    The median pruner judges at once after it; Hyperband at the trial's next rung."""
+    study = optuna.create_study(study_name="warm-up", pruner=make_pruner(name, 50))
+    for _ in range(30):  # good trials that went the whole way, in each of Hyperband's brackets
         trial = study.ask()
+        trial.set_user_attr(WARMUP_EPOCHS, 1)
         for step in range(50):
             trial.report(0.1, step)
             assert not trial.should_prune()  # Hyperband records a rung's values when asked
         study.tell(trial, 0.1)
-    bad = study.ask()
-    judged = []
-    for step in range(50):
-        bad.report(10.0, step)
-        if bad.should_prune():
-            judged.append(step)
-            break
-    assert judged and judged[0] >= 12
-    assert isinstance(make_pruner("hyperband", 10, 10), optuna.pruners.NopPruner)  # warm-up spans every epoch
+    for warmup, earliest in ((math.ceil(500 / 45), 11), (math.ceil(100 / 45), 2)):
+        bad = study.ask()
+        bad.set_user_attr(WARMUP_EPOCHS, warmup)
+        judged = next(step for step in range(50) if bad.report(10.0, step) or bad.should_prune())
+        study.tell(bad, state=TrialState.PRUNED)
+        assert judged == earliest if name == "median" else judged >= earliest
