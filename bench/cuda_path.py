@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpod.data import load_dataset
-from hpod.grid import Arch, count_parameters
 from hpod.job import DataSpec
-from hpod.memory import estimate
-from hpod.train import Interrupted, TrainConfig, Trainer, accumulate_gradients
+from hpod.trial.data import load_dataset
+from hpod.trial.grid import Arch, count_parameters
+from hpod.trial.memory import estimate
+from hpod.trial.train import Interrupted, TrainConfig, Trainer, accumulate_gradients
 
 ARCHS = (Arch(128, 8, 4, 512), Arch(512, 6, 8, 2048), Arch(1024, 16, 16, 4096), Arch(2048, 32, 16, 8192))
 STEPS = 8

@@ -24,12 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna
 from optuna.distributions import FloatDistribution
 
-from hpod.daemon import Daemon, DaemonOptions, TrialOutcome
 from hpod.job import load_job
-from hpod.jobrecord import plan_from_row, prepare_jobs
-from hpod.queue import Queue
-from hpod.search import TrialLog, distributions, run_trial, suggest
+from hpod.records import TrialLog
 from hpod.state import StateDir, open_storage
+from hpod.study.plan import distributions, suggest
+from hpod.supervisor.daemon import Daemon, DaemonOptions
+from hpod.supervisor.handle import TrialOutcome
+from hpod.supervisor.job_row import plan_from_row, prepare_jobs
+from hpod.supervisor.queue import Queue
+from hpod.supervisor.trials import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = ROOT / "jobs" / "tiny.yaml"
@@ -110,8 +113,8 @@ def main(smoke: bool) -> None:
         print(f"  bare study.optimize {bare * 1000:7.1f} ms")
         print(f"  hpod daemon path    {ours * 1000:7.1f} ms   ratio {ours / bare:.2f}x (target <= 1.5x)")
         python = command_seconds([sys.executable, "-c", "pass"], repeats)
-        worker = command_seconds([sys.executable, "-c", "import hpod.worker"], repeats)
-        print(f"  + worker process start (import hpod.worker) {worker:.2f} s; bare interpreter {python:.2f} s")
+        worker = command_seconds([sys.executable, "-c", "import hpod.supervisor.worker"], repeats)
+        print(f"  + worker process start (import hpod.supervisor.worker) {worker:.2f} s; bare python {python:.2f} s")
         state = full_queue(root, jobs, trials * 5)
         status = command_seconds([sys.executable, "-m", "hpod", "status", "--state-dir", str(state.root)], repeats)
         as_json = command_seconds(

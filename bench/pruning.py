@@ -17,9 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optuna
 
-from hpod.data import load_dataset
 from hpod.job import SearchSpec, TrainSpec, load_job
-from hpod.search import Objective, best_trial, open_study, plan_study, run_study
+from hpod.study.objective import Objective
+from hpod.study.plan import best_trial, open_study, plan_study
+from hpod.supervisor.trials import run_study
+from hpod.trial.data import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET, HORIZON = 100_000, 5

@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from hpod.data import load_dataset
-from hpod.grid import Arch, count_parameters
 from hpod.job import DataSpec
-from hpod.memory import estimate, machine_limit
-from hpod.probe import PeakMeter, choose_micro_batch
-from hpod.train import TrainConfig, Trainer, pick_device
+from hpod.trial.data import load_dataset
+from hpod.trial.device import pick_device
+from hpod.trial.grid import Arch, count_parameters
+from hpod.trial.memory import estimate, machine_limit
+from hpod.trial.probe import PeakMeter, choose_micro_batch
+from hpod.trial.train import TrainConfig, Trainer
 
 SIZES = {"200K": Arch(64, 4, 4, 256), "2M": Arch(192, 4, 4, 768), "20M": Arch(512, 6, 8, 2048)}
 EFFECTIVE_BATCH = 256

@@ -12,17 +12,18 @@ import json
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from hpod.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
 from hpod.errors import HpodError
-from hpod.queue import Queue
 from hpod.state import StateDir, open_storage
-from hpod.status import collect, job_status, machine_line, status_table
+from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
+from hpod.supervisor.queue import Queue
+from hpod.supervisor.status import collect, job_status, machine_line, status_table
 
 # Piped output (logs, CI) gets room for the trial table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
@@ -72,52 +73,21 @@ def load_request(budget: str, horizon: str, job_file, data, trials, max_epochs, 
 @study_options
 def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage) -> None:
     """Run studies in the foreground, one after another, without the queue."""
-    from hpod.data import load_dataset
     from hpod.display import StudyProgress, trials_table
-    from hpod.evaluation import ensure_baselines, evaluate_study
-    from hpod.guard import Guard
-    from hpod.jobrecord import fit_to_memory
-    from hpod.probe import ChoiceCache
-    from hpod.search import Objective, TrialLog, best_trial, open_study, plan_study, run_study
-    from hpod.seeds import SEED_OFFSET, existing_seed_study, open_seed_study, top_up
-    from hpod.sensors import default_readers, read_all
+    from hpod.study.plan import plan_study
+    from hpod.supervisor.foreground import Foreground
+    from hpod.supervisor.job_row import fit_to_memory
+    from hpod.trial.data import load_dataset
 
     quiet_optuna()
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
     plans = [fit_to_memory(plan_study(job, b, h), force=False) for b in budgets for h in horizons]
     datasets = {h: load_dataset(job.data, h) for h in horizons}  # all input checked before writing
     state = StateDir.resolve(state_dir).create()
-    store = open_storage(state.storage_url(storage))
-    readers = default_readers()
-    guard = Guard(job.guard, lambda: read_all(readers))
-
-    def run_trials(plan, study, target: int, seed_offset: int = 0, extra=()) -> None:
-        with StudyProgress(console, study, target) as progress:
-            objective = Objective(
-                plan,
-                datasets[plan.horizon],
-                study.sampler,
-                on_epoch=progress.on_epoch,
-                checkpoints=state.checkpoints,
-                guard=guard,
-                choices=ChoiceCache(state.micro_batches),
-                seed_offset=seed_offset,
-            )
-            run_study(
-                study, objective, target, [TrialLog(state.logs / f"{study.study_name}.log"), progress.on_trial, *extra]
-            )
-
+    runner = Foreground(state, open_storage(state.storage_url(storage)), datasets, partial(StudyProgress, console))
     for plan in plans:
-        dataset = datasets[plan.horizon]
-        study = open_study(plan, store)
-        ensure_baselines(study, dataset)
-        run_trials(plan, study, plan.job.search.n_trials)
+        study, tested = runner.run(plan)
         console.print(trials_table(study))
-        best, count = best_trial(study), plan.job.search.final_seeds
-        if best is not None and count:
-            seeds = open_seed_study(plan, store, best)
-            run_trials(plan, seeds, count, SEED_OFFSET, [lambda s, t, p=best.params, n=count: top_up(s, p, n)])
-        tested = evaluate_study(plan, study, dataset, state.checkpoints, existing_seed_study(plan.name, store, best))
         if tested is not None:
             console.print(f"{plan.name}: best trial {tested['trial']} test loss {tested['test_loss']:.4f}")
 
@@ -135,7 +105,7 @@ def enqueue(
     budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, priority, timeout, force
 ) -> None:
     """Queue one study per budget × horizon, after checking all of them; prints the job ids."""
-    from hpod.jobrecord import prepare_jobs
+    from hpod.supervisor.job_row import prepare_jobs
 
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
     rows = prepare_jobs(job, budgets, horizons, storage=storage, priority=priority, timeout_h=timeout, force=force)
@@ -166,14 +136,14 @@ def status(as_json, show_all, state_dir) -> None:
 def show(job_id, as_json, state_dir) -> None:
     """One job's trials: architecture, batch, settings, epochs and val loss."""
     from hpod.display import trials_table
-    from hpod.records import trial_row
+    from hpod.records import MEMORY_FAILED, trial_row
 
     row = existing_queue(StateDir.resolve(state_dir)).job(job_id)
     study = load_existing_study(row["study_name"], state_dir, row["storage"])
     memory = {
         "grid_size": study.user_attrs.get("grid_size"),
         "dropped_at_enqueue": json.loads(row["dropped_archs"] or "[]"),
-        "memory_failed": study.user_attrs.get("memory_failed_archs", []),
+        "memory_failed": study.user_attrs.get(MEMORY_FAILED, []),
     }
     if as_json:
         trials = [trial_row(t) for t in study.get_trials(deepcopy=False)]
@@ -195,9 +165,9 @@ def show(job_id, as_json, state_dir) -> None:
 @state_dir_option
 def daemon(until_idle, window, hang_timeout, guard, state_dir) -> None:
     """Work through the queue (what systemd starts)."""
-    from hpod.daemon import Daemon, DaemonOptions
-    from hpod.guard import Window
     from hpod.job import GuardSpec, guard_overrides
+    from hpod.supervisor.daemon import Daemon, DaemonOptions
+    from hpod.supervisor.window import Window
 
     quiet_optuna()
     run_window = None if window is None else Window.parse(window)
@@ -244,10 +214,10 @@ for _action in JOB_ACTIONS:
 @click.option("--verify", "check", is_flag=True, help="build every architecture on the meta device and compare counts")
 def grid(budget, horizon, job_file, as_json, check) -> None:
     """The architectures of a budget's grid with their exact parameter counts."""
-    from hpod.data import data_shape
     from hpod.display import grid_table
-    from hpod.grid import require_grid, verify
     from hpod.job import load_job
+    from hpod.trial.data import data_shape
+    from hpod.trial.grid import require_grid, verify
 
     job = load_job(job_file)
     count = parse_budget(budget)
@@ -280,9 +250,9 @@ def grid(budget, horizon, job_file, as_json, check) -> None:
 def report(job_name, plot, bootstrap, as_json, state_dir, storage) -> None:
     """Best trial per budget × horizon, the fitted scaling law L = E + A·N^-α, and warnings."""
     from hpod.display import report_table
-    from hpod.plots import plot_report
-    from hpod.report import as_json as report_json
-    from hpod.report import cells, describe, laws
+    from hpod.results.plots import plot_report
+    from hpod.results.report import as_json as report_json
+    from hpod.results.report import cells, describe, laws
 
     quiet_optuna()
     state = StateDir.resolve(state_dir)
@@ -337,10 +307,10 @@ def export(job, fmt, output, state_dir, storage) -> None:
 @state_dir_option
 def import_(job_id, files, exclude_arch, state_dir) -> None:
     """Add prior trials (hpod JSON export, trial_NNNN.json files, hpod log files) to a job's study."""
-    from hpod.grid import Arch
-    from hpod.importer import import_trials, summary
-    from hpod.jobrecord import plan_from_row
-    from hpod.search import best_trial, finished_count, open_study
+    from hpod.results.importer import import_trials, summary
+    from hpod.study.plan import best_trial, finished_count, open_study
+    from hpod.supervisor.job_row import plan_from_row
+    from hpod.trial.grid import Arch
 
     quiet_optuna()
     state = StateDir.resolve(state_dir)

@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpod.budget import format_budget
-from hpod.grid import GridEntry
 from hpod.records import trial_row
-from hpod.report import Cell, has_skill
-from hpod.search import FINISHED, best_trial
-from hpod.train import EpochRecord
+from hpod.results.report import Cell, has_skill
+from hpod.study.budget import format_budget
+from hpod.study.plan import FINISHED, best_trial
+from hpod.trial.grid import GridEntry
+from hpod.trial.train import EpochRecord
 
 
 def grid_table(entries: list[GridEntry], budget: int) -> Table:

@@ -5,9 +5,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
+import os
+from pathlib import Path
 
+import optuna
 from optuna.trial import FrozenTrial
+
+log = logging.getLogger(__name__)
+# Study user attrs
+MEMORY_FAILED = "memory_failed_archs"  # architecture keys that failed at micro-batch 1
+WIDENED = "widened"  # param -> distribution fields an import widened, which later trials sample from
+BASELINES = "baselines"  # baseline name -> {val_loss, test_loss} (results/baselines.py)
+TEST_EVALUATION = "test_evaluation"  # what the evaluation measured at the study's end (results/evaluation.py)
+# Trial user attrs (with ARCH_FIELDS, "seed", "epochs_run", "learning_curve", ... below)
+WORKER = "worker"  # host:pid:start time of the process running the trial
+WARMUP_EPOCHS = "warmup_epochs"  # the epochs its warm-up spans, rounded up
 
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")
 PARAMS = ("learning_rate", "weight_decay", "warmup_steps", "dropout", "epochs")
@@ -59,6 +73,21 @@ def log_line(trial: FrozenTrial) -> str:
     if r["fail_reason"]:
         parts.append(f"reason={r['fail_reason']}")
     return f"Trial {trial.number}: " + ", ".join(parts)
+
+
+class TrialLog:
+    """Optuna callback writing each finished trial's log line, durably, to a file and the log."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        line = log_line(trial)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        log.info("%s", line)
 
 
 def export_text(trials: list[FrozenTrial], fmt: str) -> str:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from hpod.data import load_dataset
 from hpod.job import JobSpec, load_job
+from hpod.trial.data import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_JOB = ROOT / "jobs" / "tiny.yaml"

@@ -138,7 +138,7 @@ def test_status_and_show_report_queued_jobs(capsys, tmp_path):
 
 
 def test_status_shows_active_jobs_and_the_next_and_last_twenty_and_says_what_it_left_out():
-    from hpod.status import shown_jobs
+    from hpod.supervisor.status import shown_jobs
 
     states = ["done"] * 30 + ["running", "interrupted"] + ["queued"] * 25
     jobs = [{"id": i, "state": state} for i, state in enumerate(states)]

@@ -1,0 +1,1 @@
+"""The resource guard: machine readings (sensors) and the pause policy that reads them."""

@@ -1,0 +1,243 @@
+"""`hpod import`: prior trials into a job's study with `add_trials`, all or nothing.
+
+Reads hpod's JSON export, the replaced system's one-trial-per-file JSON, and hpod log files
+(the trial log line). Where a historical value lies outside the job's range the range is
+widened (kept in the study's `widened` user attr, which the objective samples from); trials
+whose architecture is excluded or not in the grid (a categorical cannot be widened) are skipped
+with a reason; a trial already imported is not imported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hpod.errors import HpodError
+from hpod.records import ARCH_FIELDS, MEMORY_FAILED, PARAMS, WIDENED
+from hpod.study.plan import StudyPlan, distributions
+from hpod.trial.grid import Arch
+
+SEARCH_PARAMS = ("arch", *PARAMS)
+LEGACY_USER_PARAMS = ("batch_size",)  # sampled by the replaced system, not searched by hpod
+STATES = {s.name: s for s in TrialState}
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_LOG_LINE = re.compile(r"^Trial (\d+): (.*)$")
+
+
+@dataclass
+class Candidate:
+    source: str  # file and trial, for messages
+    state: TrialState
+    value: float | None
+    params: dict
+    user_attrs: dict = field(default_factory=dict)
+    intermediate: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Identity for idempotence: the same trial from the same kind of record imports once."""
+        payload = json.dumps([self.state.name, self.value, self.params, self.user_attrs.get("original_number")])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Outcome:
+    added: Counter = field(default_factory=Counter)  # by state
+    skipped: Counter = field(default_factory=Counter)  # by reason
+    widened: dict[str, tuple] = field(default_factory=dict)
+
+
+def read_candidates(path: Path) -> list[Candidate]:
+    """Every trial in a file, in any of the three formats; errors name the file and the trial."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HpodError(f"import file {path}: cannot be read ({exc.strerror})") from None
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HpodError(f"import file {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        records = records if isinstance(records, list) else [records]
+        return [from_json(record, f"{path}[{i}]") for i, record in enumerate(records)]
+    lines = [line for line in text.splitlines() if _LOG_LINE.search(line)]
+    if not lines:
+        raise HpodError(f"import file {path}: neither JSON nor hpod log lines")
+    return [from_log_line(_LOG_LINE.search(line), f"{path}:{line.split(':')[0]}") for line in lines]
+
+
+def from_json(record: dict, source: str) -> Candidate:
+    if not isinstance(record, dict):
+        raise HpodError(f"{source}: expected a trial object")
+    if "trial_number" in record:
+        return from_legacy(record, source)
+    params = {name: record.get(name) for name in SEARCH_PARAMS if record.get(name) is not None}
+    attrs = {k: v for k, v in record.items() if k not in (*SEARCH_PARAMS, "number", "state", "val_loss")}
+    attrs = {k: v for k, v in attrs.items() if v is not None} | {"original_number": record.get("number")}
+    return Candidate(source, parse_state(record.get("state"), source), record.get("val_loss"), params, attrs)
+
+
+def from_legacy(record: dict, source: str) -> Candidate:
+    """The replaced system's trials/trial_NNNN.json (architecture beside params or in user_attrs)."""
+    user_attrs = dict(record.get("user_attrs") or {})
+    arch = record.get("architecture") or user_attrs.pop("architecture", None)
+    if not arch:
+        raise HpodError(f"{source}: no architecture (neither 'architecture' nor 'user_attrs.architecture')")
+    raw = dict(record.get("params") or {})
+    unknown = set(raw) - set(PARAMS) - set(LEGACY_USER_PARAMS)
+    if unknown:
+        raise HpodError(f"{source}: unknown parameter {sorted(unknown)[0]!r}")
+    params = {"arch": arch_key(arch, source)} | {k: v for k, v in raw.items() if k in PARAMS}
+    attrs = user_attrs | {k: raw[k] for k in LEGACY_USER_PARAMS if k in raw}
+    attrs |= {"original_number": record["trial_number"], "imported_param_count": arch.get("param_count")}
+    curve = user_attrs.get("learning_curve") or []
+    intermediate = {int(e["epoch"]): float(e["val_loss"]) for e in curve if e.get("val_loss") is not None}
+    return Candidate(source, parse_state(record.get("state"), source), record.get("value"), params, attrs, intermediate)
+
+
+def from_log_line(match: re.Match, source: str) -> Candidate:
+    body, _, reason = match.group(2).partition(", reason=")
+    fields = dict(part.split("=", 1) for part in body.split(", "))
+    try:
+        arch = {name: int(fields[name]) for name in ARCH_FIELDS[:4]}
+        micro, accumulation = fields["batch"].split("x")
+        run, planned = fields["epochs"].split("/")
+        params = {
+            "arch": Arch(**arch).key,
+            "learning_rate": float(fields["learning_rate"]),
+            "weight_decay": float(fields["weight_decay"]),
+            "warmup_steps": int(fields["warmup_steps"]),
+            "dropout": float(fields["dropout"]),
+            "epochs": int(planned),
+        }
+        value = float(fields["val_loss"])
+    except (KeyError, ValueError) as exc:
+        raise HpodError(f"{source}: not a complete trial log line ({exc})") from None
+    attrs = {"micro_batch": int(micro), "accumulation_steps": int(accumulation), "epochs_run": int(run)}
+    attrs |= {"original_number": int(match.group(1))} | ({"fail_reason": reason} if reason else {})
+    state = parse_state(fields.get("state"), source)
+    return Candidate(source, state, None if state == TrialState.FAIL else value, params, attrs)
+
+
+def arch_key(arch: dict, source: str) -> str:
+    try:
+        return Arch(*(int(arch[name]) for name in ARCH_FIELDS[:4])).key
+    except (KeyError, TypeError, ValueError):
+        raise HpodError(f"{source}: architecture needs d_model, n_layers, n_heads and d_ff") from None
+
+
+def parse_state(state, source: str) -> TrialState:
+    if state not in STATES:
+        raise HpodError(f"{source}: state {state!r} is not one of {', '.join(STATES)}")
+    return STATES[state]
+
+
+def check(candidate: Candidate) -> None:
+    """Refuse what no widening can fix: non-finite numbers, a finished trial without a value."""
+    for name, value in candidate.params.items():
+        if name != "arch" and (not isinstance(value, int | float) or not math.isfinite(value)):
+            raise HpodError(f"{candidate.source}: parameter {name} is {value!r}, not a finite number")
+    value = candidate.value
+    if candidate.state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+        raise HpodError(f"{candidate.source}: a COMPLETE trial needs a finite value, not {value!r}")
+
+
+def covers(dist: BaseDistribution, value) -> bool:
+    if isinstance(dist, IntDistribution):
+        return dist.low <= value <= dist.high and (value - dist.low) % dist.step == 0
+    if isinstance(dist, FloatDistribution):
+        return dist.low <= value <= dist.high
+    return value in dist.choices
+
+
+def widen(dist: BaseDistribution, value) -> BaseDistribution:
+    """The distribution grown to cover `value` (int steps shrink to stay aligned)."""
+    if isinstance(dist, IntDistribution):
+        low, high = min(dist.low, value), max(dist.high, value)
+        step = math.gcd(dist.step, value - low, dist.high - low) if not dist.log else 1
+        return IntDistribution(low, high, log=dist.log, step=step)
+    if isinstance(dist, FloatDistribution):
+        return FloatDistribution(min(dist.low, value), max(dist.high, value), log=dist.log, step=dist.step)
+    return dist
+
+
+def import_trials(study: optuna.Study, plan: StudyPlan, paths: list[Path], exclude: set[str]) -> Outcome:
+    """Validate every trial of every file, then add the importable ones in one call."""
+    candidates = [c for path in paths for c in read_candidates(path)]
+    for candidate in candidates:
+        check(candidate)
+    space = distributions(plan.job.search, [e.arch.key for e in plan.grid], study.user_attrs.get(WIDENED))
+    excluded = exclude | set(study.user_attrs.get(MEMORY_FAILED, []))
+    seen = {t.user_attrs.get("import_key") for t in study.get_trials(deepcopy=False)}
+    outcome, chosen = Outcome(), []
+    for candidate in candidates:
+        reason = skip_reason(candidate, space, excluded, seen)
+        if reason is not None:
+            outcome.skipped[reason] += 1
+            continue
+        seen.add(candidate.key)
+        for name, value in candidate.params.items():
+            if not covers(space[name], value):
+                space[name] = widen(space[name], value)
+                outcome.widened[name] = space[name]
+        chosen.append(candidate)
+    trials = [to_trial(c, space, plan) for c in chosen]
+    if outcome.widened:
+        widened = study.user_attrs.get(WIDENED, {}) | {n: vars(d) for n, d in outcome.widened.items()}
+        study.set_user_attr(WIDENED, widened)
+    study.add_trials(trials)
+    outcome.added.update(c.state.name for c in chosen)
+    return outcome
+
+
+def skip_reason(candidate: Candidate, space: dict, excluded: set[str], seen: set) -> str | None:
+    arch = candidate.params["arch"]
+    if candidate.state not in FINISHED_STATES:
+        return f"{candidate.state.name.lower()} trials are not imported (only finished ones)"
+    if candidate.key in seen:
+        return "already imported"
+    if arch in excluded:
+        return f"architecture {arch} is excluded"
+    if arch not in space["arch"].choices:
+        return f"architecture {arch} is not in the job's grid"
+    epochs = candidate.params.get("epochs")
+    if epochs is not None and epochs not in space["epochs"].choices:
+        return f"epochs {epochs} is not among the job's choices {list(space['epochs'].choices)}"
+    return None
+
+
+def to_trial(candidate: Candidate, space: dict, plan: StudyPlan) -> optuna.trial.FrozenTrial:
+    arch = Arch.from_key(candidate.params["arch"])
+    counts = {e.arch.key: e.params for e in plan.grid}
+    attrs = candidate.user_attrs | {k: getattr(arch, k) for k in ARCH_FIELDS[:4]}
+    attrs |= {"param_count": counts[arch.key], "import_key": candidate.key, "imported_from": candidate.source}
+    if candidate.value is not None:
+        attrs["best_val_loss"] = candidate.value
+    return optuna.trial.create_trial(
+        state=candidate.state,
+        value=candidate.value if candidate.state == TrialState.COMPLETE else None,
+        params=candidate.params,
+        distributions={name: space[name] for name in candidate.params},
+        user_attrs={k: v for k, v in attrs.items() if v is not None},
+        intermediate_values=candidate.intermediate,
+    )
+
+
+def summary(outcome: Outcome) -> list[str]:
+    """What the import did, one line per fact."""
+    added = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.added.items())) or "none"
+    lines = [f"imported {sum(outcome.added.values())} trials ({added})"]
+    lines += [f"skipped {n}: {reason}" for reason, n in sorted(outcome.skipped.items())]
+    for name, dist in outcome.widened.items():
+        step = f" step {dist.step}" if getattr(dist, "step", None) else ""
+        lines.append(f"widened {name} to [{dist.low:g}, {dist.high:g}]{step} to cover imported values")
+    return lines

@@ -1,0 +1,316 @@
+"""`hpod report`: per budget × horizon the searched model beside its baselines on the same split,
+as skill with a standard error, the scaling law fitted to the budgets with a verdict, and the
+warnings a reader of the numbers needs.
+
+Skill = 1 − L / L_constant (0: no better than predicting the train rate or mean; horizons are
+compared through it, never through raw loss). Each cell's loss is the mean of its seed runs
+(else its best trial's, chosen on val and so biased low); standard errors come from a
+moving-block bootstrap of the evaluation samples, drawn once per job and horizon and shared by
+its budgets, and of the seeds (`resample.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpod.job import JobSpec, parse_job
+from hpod.records import BASELINES, PARAMS, TEST_EVALUATION
+from hpod.results.evaluation import read_samples, samples_path
+from hpod.results.resample import block_counts, replicate_losses, resampled_means, standard_error
+from hpod.results.scaling import PARAMETERS, Fit, LawInterval, fit_law, law_interval, verdict
+from hpod.study.budget import format_budget
+from hpod.study.plan import best_trial
+from hpod.trial.data import data_shape
+from hpod.trial.grid import build_grid
+
+SPLITS = ("val", "test")
+
+
+@dataclass
+class Cell:
+    """One study: a (job, budget, horizon)."""
+
+    job: str
+    budget: int
+    horizon: int
+    study: str
+    target: int  # finished trials the study was to have
+    counts: dict[str, int]  # complete, pruned, failed, running
+    best: dict | None  # the best trial: number, val loss, architecture, settings, samples
+    test: dict | None  # its evaluation (test loss, seed runs), when the study ended
+    baselines: dict | None  # name -> {val_loss, test_loss}
+    spec: JobSpec = field(repr=False)
+    skill: dict = field(default_factory=dict)  # split -> loss, baselines, skill, each with SE
+    warnings: list[str] = field(default_factory=list)
+    trials: list[tuple[int, float, int, int]] = field(default_factory=list)  # complete: params, loss, d_model, layers
+    samples: dict | None = field(default=None, repr=False)  # per-sample losses (evaluation.write_samples)
+    replicates: np.ndarray | None = field(default=None, repr=False)  # bootstrap draws of the val loss
+
+    @property
+    def finished(self) -> int:
+        return self.counts["complete"] + self.counts["pruned"]
+
+    @property
+    def name(self) -> str:
+        return f"{format_budget(self.budget)} h{self.horizon}"
+
+    @property
+    def val_loss(self) -> float | None:
+        """The loss the fit uses: the seed runs' mean when measured, else the best trial's."""
+        if "val" in self.skill:
+            return self.skill["val"]["loss"]
+        return None if self.best is None else self.best["val_loss"]
+
+    def as_json(self) -> dict:
+        hidden = ("trials", "samples", "replicates", "spec")
+        return {k: v for k, v in asdict(self).items() if k not in hidden}
+
+
+def cells(
+    storage: optuna.storages.BaseStorage, checkpoints: Path | None = None, job: str | None = None, resamples: int = 200
+) -> list[Cell]:
+    """Every hpod study in the storage (those with budget and horizon), optionally of one job,
+    with skill measured where the per-sample losses are in `checkpoints`."""
+    found = []
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        attrs = study.user_attrs
+        if "budget" not in attrs or "horizon" not in attrs or (job is not None and attrs.get("job_name") != job):
+            continue
+        found.append(cell(study, checkpoints))
+    found.sort(key=lambda c: (c.job, c.horizon, c.budget))
+    for group in groups(found).values():
+        measure(group, resamples)
+    for c in found:
+        c.warnings = warnings(c)
+    return found
+
+
+def cell(study: optuna.Study, checkpoints: Path | None) -> Cell:
+    attrs = study.user_attrs
+    trials = study.get_trials(deepcopy=False)
+    counts = {
+        state.name.lower(): sum(t.state == state for t in trials)
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    }
+    counts["failed"] = counts.pop("fail")
+    best = best_trial(study)
+    test = attrs.get(TEST_EVALUATION)
+    current = test is not None and best is not None and test["trial"] == best.number
+    return Cell(
+        job=attrs.get("job_name", study.study_name),
+        budget=attrs["budget"],
+        horizon=attrs["horizon"],
+        study=study.study_name,
+        target=attrs.get("n_trials", 0),
+        counts=counts,
+        best=None if best is None else best_record(best),
+        test=test if current else None,
+        baselines=attrs.get(BASELINES),
+        spec=parse_job(attrs.get("job_text", ""), source=study.study_name),
+        trials=[
+            (t.user_attrs["param_count"], t.value, t.user_attrs["d_model"], t.user_attrs["n_layers"])
+            for t in trials
+            if t.state == TrialState.COMPLETE and t.user_attrs.get("param_count") is not None
+        ],
+        samples=read_samples(samples_path(checkpoints, study.study_name)) if current and checkpoints else None,
+    )
+
+
+def best_record(trial: FrozenTrial) -> dict:
+    attrs = trial.user_attrs
+    return {
+        "trial": trial.number,
+        "val_loss": trial.value,
+        "arch": trial.params.get("arch"),
+        **{k: attrs.get(k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "param_count")},
+        **{k: trial.params.get(k) for k in PARAMS},
+        "epochs_run": attrs.get("epochs_run"),
+        "micro_batch": attrs.get("micro_batch"),
+        "n_train": attrs.get("n_train"),
+        "n_val": attrs.get("n_val"),
+        "val_auc": attrs.get("val_auc"),
+    }
+
+
+def groups(all_cells: list[Cell]) -> dict[tuple[str, int], list[Cell]]:
+    """The cells of each (job, horizon): one split, one scaling fit."""
+    out: dict[tuple[str, int], list[Cell]] = {}
+    for c in all_cells:
+        out.setdefault((c.job, c.horizon), []).append(c)
+    return out
+
+
+def measure(group: list[Cell], resamples: int, seed: int = 0) -> None:
+    """Each measured cell's losses, baselines and skill with SEs, from one draw of blocks per
+    split shared by the group (its cells were evaluated on the same samples)."""
+    measured = [c for c in group if c.samples is not None]
+    if not measured or resamples < 2:
+        return
+    rng = np.random.default_rng(seed)
+    block = measured[0].spec.data.bootstrap_block
+    draws = {}
+    for split in SPLITS:
+        sizes = {c.samples[f"model_{split}"].shape[1] for c in measured}
+        if len(sizes) == 1:
+            draws[split] = block_counts(sizes.pop(), block, resamples, rng)
+    for c in measured:
+        for split, counts in draws.items():
+            c.skill[split], replicates = split_skill(c.samples, split, counts, rng)
+            if split == "val":
+                c.replicates = replicates
+
+
+def split_skill(samples: dict, split: str, counts: np.ndarray, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
+    """The cell's loss on a split (seed mean, else the best trial), the baselines', and skill
+    against each, all with bootstrap SEs; and the loss's replicates."""
+    runs = samples[f"model_{split}"]
+    runs = runs[1:] if len(runs) > 1 else runs  # the seed runs; the best trial alone without them
+    loss = replicate_losses(runs, counts, rng)
+    out = {"loss": float(runs.mean()), "loss_se": standard_error(loss), "runs": len(runs)}
+    for name in ("constant", "zero", "linear"):
+        key = f"{name}_{split}"
+        if key not in samples:
+            continue
+        base = resampled_means(samples[key], counts)[:, 0]
+        out[name] = float(samples[key].mean())
+        out[f"skill_{name}"] = 1 - out["loss"] / out[name]
+        out[f"skill_{name}_se"] = standard_error(1 - loss / base)
+    return out, loss
+
+
+def has_skill(c: Cell) -> bool | None:
+    """Whether the cell beats the constant predictor on val by more than 2 SE (None: unmeasured)."""
+    val = c.skill.get("val")
+    if val is None:
+        return None
+    return val["skill_constant"] > 2 * val["skill_constant_se"]
+
+
+def tokens_per_parameter(c: Cell) -> float | None:
+    """Train patch tokens an epoch per parameter of the best model."""
+    if c.best is None or c.best["n_train"] is None or not c.best["param_count"]:
+        return None
+    return c.best["n_train"] * data_shape(c.spec.data).n_patches / c.best["param_count"]
+
+
+def warnings(c: Cell) -> list[str]:
+    """What makes this cell's numbers weaker than they look."""
+    found = []
+    if c.finished < c.target:
+        found.append(f"{c.name}: {c.finished} of {c.target} trials finished; the search is incomplete")
+    if c.best is None:
+        return [*found, f"{c.name}: no complete trial"]
+    if has_skill(c) is False:
+        found.append(f"{c.name}: no skill over the constant predictor (within 2 SE); the model has learnt nothing")
+    if c.samples is None:
+        found.append(f"{c.name}: no per-sample evaluation here; losses stand without baselines' SE or seed runs")
+    elif len(c.samples["model_val"]) == 1:
+        found.append(f"{c.name}: no seed runs; the loss is the best trial's, chosen on val and so biased low")
+    tokens = tokens_per_parameter(c)
+    if tokens is not None and tokens < 1:
+        found.append(
+            f"{c.name}: {tokens:.3g} train tokens per parameter; the model can memorise the train split, "
+            "so a law here is one of over-parameterised models on a small series"
+        )
+    n_val = c.best["n_val"]
+    if n_val is None:
+        found.append(f"{c.name}: the best trial does not record its validation samples (imported?)")
+    elif n_val < c.spec.data.min_val_samples:
+        found.append(f"{c.name}: the best loss rests on {n_val} validation samples (< {c.spec.data.min_val_samples})")
+    found.extend(edge_warnings(c))
+    return found
+
+
+def edge_warnings(c: Cell) -> list[str]:
+    grid = build_grid(c.spec.grid, data_shape(c.spec.data), c.budget)
+    found = []
+    for dim in ("d_model", "n_layers"):
+        values = sorted({getattr(e.arch, dim) for e in grid})
+        value = c.best[dim]
+        if len(values) > 1 and value in (values[0], values[-1]):
+            edge = "smallest" if value == values[0] else "largest"
+            found.append(
+                f"{c.name}: the best trial's {dim}={value} is the grid's {edge}; the search space may be too narrow"
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class LawReport:
+    """The fit of one (job, horizon) over its budgets, its verdict, or why there is none."""
+
+    job: str
+    horizon: int
+    budgets: int
+    fit: Fit | None
+    interval: LawInterval | None
+    verdict: str  # law | no scaling detected | underdetermined | no fit
+    reason: str
+
+    def as_json(self) -> dict:
+        out = {
+            "job": self.job,
+            "horizon": self.horizon,
+            "budgets": self.budgets,
+            "verdict": self.verdict,
+            "reason": self.reason,
+        }
+        if self.fit is not None:
+            out["fit"] = asdict(self.fit)
+        if self.interval is not None:
+            i = self.interval
+            out["bootstrap"] = {
+                "resamples": i.resamples,
+                "alpha_95": [i.alpha.low, i.alpha.high],
+                "E_95": [i.E.low, i.E.high],
+                "drop": i.drop,
+                "drop_se": i.drop_se,
+            }
+        return out
+
+
+def laws(all_cells: list[Cell]) -> list[LawReport]:
+    """One fit per job and horizon, over the budgets with a complete trial."""
+    found = groups(all_cells).items()
+    return [law(job, horizon, [c for c in group if c.best is not None]) for (job, horizon), group in found]
+
+
+def law(job: str, horizon: int, group: list[Cell]) -> LawReport:
+    if len(group) < PARAMETERS:
+        reason = f"{len(group)} budget(s) with a complete trial; L = E + A·N^-α needs at least {PARAMETERS}"
+        return LawReport(job, horizon, len(group), None, None, "no fit", reason)
+    n = np.array([c.best["param_count"] for c in group], dtype=float)
+    losses = np.array([c.val_loss for c in group])
+    fit = fit_law(n, losses)
+    measured = all(c.replicates is not None for c in group)
+    interval = law_interval(n, losses, np.stack([c.replicates for c in group], axis=1)) if measured else None
+    no_skill = [c.name for c in group if has_skill(c) is False]
+    result, reason = verdict(len(group), fit, interval, no_skill)
+    return LawReport(job, horizon, len(group), fit, interval, result, reason)
+
+
+def as_json(all_cells: list[Cell], reports: list[LawReport]) -> dict:
+    return {
+        "cells": [c.as_json() for c in all_cells],
+        "fits": [r.as_json() for r in reports],
+        "warnings": [w for c in all_cells for w in c.warnings],
+    }
+
+
+def describe(report: LawReport) -> str:
+    """One line per fit, for the terminal: the verdict first; α only beside its interval."""
+    head = f"{report.job} h{report.horizon}: {report.verdict}"
+    if report.fit is None or report.interval is None or report.verdict == "no scaling detected":
+        return f"{head} ({report.reason})"
+    f, ci = report.fit, report.interval
+    return (
+        f"{head}: L(N) = E + A·N^-α over {report.budgets} budgets, α = {f.alpha:.3f} "
+        f"[{ci.alpha.low:.3f}, {ci.alpha.high:.3f}], E = {f.E:.4f} [{ci.E.low:.4f}, {ci.E.high:.4f}] "
+        f"(95% bootstrap of blocks and seeds, {ci.resamples} resamples); {report.reason}"
+    )

@@ -1,0 +1,104 @@
+"""The daemon's handle on one trial's worker process (the child is `worker.py`): start it, send
+it commands, read its reports, sample its memory, watch it exit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass
+class TrialOutcome:
+    number: int | None
+    state: str  # COMPLETE, PRUNED, FAIL, INTERRUPTED or ERROR (the job, not the trial, is bad)
+    reason: str | None = None
+
+
+@dataclass
+class WorkerWatch:
+    """What the daemon knows of a running worker."""
+
+    number: int | None
+    control: str | None = None
+    stop_sent: bool = False
+    paused: bool = False
+    killed: str | None = None
+    final: dict | None = None
+
+
+class TrialProcess:
+    """The daemon's handle on one worker: start it, talk to it, watch it."""
+
+    def __init__(self, task: dict):
+        read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hpod.supervisor.worker", str(write_fd)],
+            stdin=subprocess.PIPE,
+            pass_fds=(write_fd,),
+            text=True,
+        )
+        os.close(write_fd)
+        self.reports_fd, self.buffer = read_fd, b""
+        self.process = psutil.Process(self.proc.pid)
+        self.peak_rss = 0
+        self.last_report = time.monotonic()
+        self.send(json.dumps(task))
+
+    def send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the worker is gone; its exit status tells why
+
+    def reports(self, timeout: float) -> list[dict]:
+        """Reports that arrive within `timeout` seconds; also samples the worker's RSS."""
+        self.sample_rss()
+        ready, _, _ = select.select([self.reports_fd], [], [], timeout)
+        if ready:
+            chunk = os.read(self.reports_fd, 1 << 16)
+            self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        if lines:
+            self.last_report = time.monotonic()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def sample_rss(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def finish(self) -> tuple[int, list[dict]]:
+        """Wait for the worker to exit; its exit code and the reports it left in the pipe."""
+        code = self.proc.wait()
+        while chunk := os.read(self.reports_fd, 1 << 16):
+            self.buffer += chunk
+        reports = [json.loads(line) for line in self.buffer.split(b"\n") if line.strip()]
+        self.buffer = b""
+        os.close(self.reports_fd)
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        return code, reports
+
+
+def describe_exit(code: int, peak_rss: int) -> str:
+    rss = f"peak RSS {peak_rss / 2**30:.2f} GiB"
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"worker killed by {name}{hint}, {rss}"
+    return f"worker exited with code {code}, {rss}"

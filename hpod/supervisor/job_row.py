@@ -1,0 +1,110 @@
+"""What a queued job holds, and the study plan it stands for.
+
+A job keeps its job file's text as it was at enqueue time, its data file's absolute path and
+checksum, and the command-line overrides, so later edits of jobs/ or a different working
+directory do not change what a queued job runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from hpod.errors import HpodError
+from hpod.job import JobSpec, parse_job
+from hpod.study.budget import format_budget
+from hpod.study.plan import StudyPlan, plan_study
+from hpod.trial.data import bundled_path, data_shape, load_dataset
+from hpod.trial.device import pick_device
+from hpod.trial.memory import job_limit, require_feasible
+
+log = logging.getLogger(__name__)
+
+
+def data_file(job: JobSpec) -> Path:
+    return bundled_path() if job.data.path is None else Path(job.data.path).absolute()
+
+
+def checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_jobs(
+    job: JobSpec,
+    budgets: list[int],
+    horizons: list[int],
+    *,
+    storage: str | None = None,
+    priority: int = 0,
+    timeout_h: float | None = None,
+    force: bool = False,
+) -> list[dict]:
+    """Queue rows for every budget × horizon, after checking each: grid, memory, data, splits."""
+    plans = [fit_to_memory(plan_study(job, b, h), force) for b in budgets for h in horizons]
+    for horizon in horizons:
+        load_dataset(job.data, horizon)
+    path = data_file(job)
+    base = {
+        "job_name": job.name,
+        "job_text": job.text,
+        "data_path": None if job.data.path is None else str(path),
+        "data_sha256": checksum(path),
+        "storage": storage,
+        "n_trials": job.search.n_trials,
+        "max_epochs": job.train.max_epochs,
+        "priority": priority,
+        "timeout_s": None if timeout_h is None else timeout_h * 3600,
+        "memory_limit_gib": job.guard.memory_limit_gib,
+    }
+    return [
+        {
+            **base,
+            "study_name": p.name,
+            "budget": p.budget,
+            "horizon": p.horizon,
+            "dropped_archs": json.dumps(sorted(p.excluded)),
+        }
+        for p in plans
+    ]
+
+
+def fit_to_memory(plan: StudyPlan, force: bool) -> StudyPlan:
+    """Leave out the architectures that cannot train even at micro-batch 1 within the memory
+    limit; refuse the study when none can, unless forced (its storage may be shared with a
+    bigger machine, which then decides for itself)."""
+    device = pick_device(plan.job.train.device)
+    limit = job_limit(plan.job.guard, device)
+    try:
+        kept = require_feasible(plan.grid, data_shape(plan.job.data), device, limit, format_budget(plan.budget))
+    except HpodError as exc:
+        if not force:
+            raise
+        log.warning("%s (queued anyway: --force)", exc)
+        return plan
+    dropped = {e.arch.key for e in plan.grid} - {e.arch.key for e in kept}
+    return dataclasses.replace(plan, excluded=frozenset(dropped))
+
+
+def plan_from_row(row: dict) -> StudyPlan:
+    """The study plan of a queued job, from what the queue kept; refuses changed data."""
+    job = parse_job(row["job_text"], source=f"job {row['id']}", default_name=row["job_name"])
+    job = job.with_overrides(
+        data=row["data_path"],
+        trials=row["n_trials"],
+        max_epochs=row["max_epochs"],
+        memory_limit_gib=row["memory_limit_gib"],
+    )
+    path = data_file(job)
+    if not path.is_file():
+        raise HpodError(f"data file {path} is gone since job {row['id']} was queued")
+    if checksum(path) != row["data_sha256"]:
+        raise HpodError(f"data file {path} changed since job {row['id']} was queued (sha256 differs)")
+    excluded = frozenset(json.loads(row["dropped_archs"] or "[]"))
+    return dataclasses.replace(plan_study(job, row["budget"], row["horizon"]), excluded=excluded)

@@ -1,0 +1,170 @@
+"""What `hpod status` reports, and how it looks: jobs, daemons and the machine, read from the
+queue alone so that it never waits on, or blocks, a running daemon's study, and imports
+neither torch nor Optuna, so that it answers at once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from rich.table import Table
+
+from hpod.guard.sensors import default_readers, read_all
+from hpod.study.budget import format_budget
+from hpod.supervisor.liveness import is_dead
+from hpod.supervisor.queue import Queue
+
+DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as not alive
+SHOWN_PER_GROUP = 20  # queued jobs next in line, and finished jobs latest first, in the table
+
+
+def job_status(row: dict) -> dict:
+    done, target = row["trials_finished"], row["n_trials"]
+    eta = None
+    if row["state"] == "running" and 0 < done < target:
+        eta = row["run_s"] / done * (target - done)
+    return {
+        "id": row["id"],
+        "study": row["study_name"],
+        "budget": row["budget"],
+        "horizon": f"h{row['horizon']}",
+        "state": row["state"],
+        "control": row["control"],
+        "priority": row["priority"],
+        "trials_finished": done,
+        "n_trials": target,
+        "best_val_loss": row["best_value"],
+        "constant_val_loss": row["baseline_value"],  # the constant predictor's, on the same split
+        "skill": skill(row["best_value"], row["baseline_value"]),
+        "best_arch": row["best_arch"],
+        "current_trial": row["current_trial"],
+        "current_epoch": row["current_epoch"],
+        "attempts": row["attempts"],
+        "elapsed_s": row["run_s"],
+        "eta_s": eta,
+        "last_error": row["last_error"],
+    }
+
+
+def skill(loss: float | None, constant: float | None) -> float | None:
+    """1 − loss / the constant predictor's: 0 means the model learnt nothing."""
+    if loss is None or constant is None or constant <= 0:
+        return None
+    return 1 - loss / constant
+
+
+def daemon_status(row: dict, now: float) -> dict:
+    alive = now - row["heartbeat"] < DAEMON_SILENT_S and not is_dead(row["owner"])
+    return {
+        "owner": row["owner"],
+        "pid": row["pid"],
+        "alive": alive,
+        "started": row["started"],
+        "paused_reason": row["paused_reason"],
+        "paused_s": None if row["paused_since"] is None else max(0.0, now - row["paused_since"]),
+        "readings": json.loads(row["readings"]) if row["readings"] else None,
+    }
+
+
+def collect(queue: Queue | None) -> dict:
+    """Everything status shows; the machine's readings come from a live daemon, else are read now."""
+    now = time.time()
+    jobs = [] if queue is None else [job_status(r) for r in queue.jobs()]
+    daemons = [] if queue is None else [daemon_status(r, now) for r in queue.daemons()]
+    live = [d for d in daemons if d["alive"]]
+    machine = next((d["readings"] for d in live if d["readings"]), None) or read_all(default_readers())
+    return {"jobs": jobs, "daemons": daemons, "daemon_alive": bool(live), "machine": machine, "time": now}
+
+
+def shown_jobs(jobs: list[dict], show_all: bool) -> tuple[list[dict], str | None]:
+    """Every running, paused and interrupted job, and the first queued and last finished ones
+    (a table of a thousand rows is neither read nor fast); what was left out, in words."""
+    if show_all:
+        return jobs, None
+    ended = ("done", "failed", "cancelled")
+    queued = [j for j in jobs if j["state"] == "queued"]
+    finished = [j for j in jobs if j["state"] in ended]
+    kept = {j["id"] for j in queued[:SHOWN_PER_GROUP]} | {j["id"] for j in finished[-SHOWN_PER_GROUP:]}
+    shown = [j for j in jobs if j["state"] not in ("queued", *ended) or j["id"] in kept]
+    hidden_queued = max(0, len(queued) - SHOWN_PER_GROUP)
+    hidden_finished = max(0, len(finished) - SHOWN_PER_GROUP)
+    if not hidden_queued and not hidden_finished:
+        return shown, None
+    return shown, f"{hidden_queued} more queued and {hidden_finished} older finished jobs: hpod status --all"
+
+
+def status_table(status: dict, show_all: bool = False) -> Table:
+    jobs, hidden = shown_jobs(status["jobs"], show_all)
+    table = Table(title="hpod jobs", title_justify="left", caption=hidden, caption_justify="left")
+    columns = (
+        "id",
+        "study",
+        "budget",
+        "horizon",
+        "state",
+        "trials",
+        "best val loss",
+        "skill",
+        "best arch",
+        "now",
+        "elapsed",
+        "ETA",
+    )
+    for name in columns:
+        table.add_column(
+            name, justify="right" if name in ("id", "trials", "best val loss", "skill", "elapsed", "ETA") else "left"
+        )
+    for job in jobs:
+        state = job["state"] + (f" ({job['control']}ing)" if job["control"] else "")
+        now = "-"
+        if job["current_trial"] is not None:
+            now = f"trial {job['current_trial']}" + (
+                f" epoch {job['current_epoch']}" if job["current_epoch"] is not None else ""
+            )
+        table.add_row(
+            str(job["id"]), job["study"], format_budget(job["budget"]), job["horizon"], state,
+            f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]),
+            "-" if job["skill"] is None else f"{job['skill']:+.3f}", job["best_arch"] or "-",
+            now, _duration(job["elapsed_s"]), _duration(job["eta_s"]),
+        )  # fmt: skip
+    return table
+
+
+def machine_line(status: dict) -> str:
+    m = status["machine"]
+    parts = [
+        f"RAM {_gib(m['ram_total'] - m['ram_available'])} used, {_gib(m['ram_available'])} available",
+        f"swap {_gib(m['swap_used'])} used" if m["swap_total"] else "no swap",
+        f"CPU {m['cpu_temp_c']:.0f} °C" if m.get("cpu_temp_c") is not None else "CPU temperature n/a",
+        f"memory pressure {m['memory_pressure_pct']:.0f}%"
+        if m.get("memory_pressure_pct") is not None
+        else "memory pressure n/a",
+    ]
+    if m.get("gpu_temp_c") is not None:
+        parts.append(f"GPU {m['gpu_temp_c']:.0f} °C" + (" (throttling)" if m.get("gpu_thermal_throttle") else ""))
+    if m.get("gpu_mem_free") is not None:
+        parts.append(f"GPU memory {_gib(m['gpu_mem_free'])} free")
+    live = [d for d in status["daemons"] if d["alive"]]
+    if not live:
+        parts.append("daemon not running")
+    for daemon in live:
+        paused = daemon["paused_reason"]
+        shown = f"paused: {paused}, {_duration(daemon['paused_s'])}" if paused else "running"
+        parts.append(f"daemon pid {daemon['pid']} {shown}")
+    return " · ".join(parts)
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,168 @@
+"""A trial's own process. The daemon starts one per trial, so that an OOM kill, a crash or a
+hang costs that trial alone.
+
+Protocol: the daemon writes a JSON task as the first line of the worker's stdin, then
+commands (`pause`, `resume`, `stop`); the worker writes JSON reports, one per line, to the
+file descriptor named on its command line. End of stdin means the daemon died: the worker
+exits at once, so no orphan keeps training a trial that a restarted daemon will resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import optuna
+
+from hpod.errors import HpodError
+from hpod.guard.policy import Guard
+from hpod.guard.sensors import default_readers, read_all
+from hpod.job import guard_overrides
+from hpod.records import TrialLog
+from hpod.results.evaluation import ensure_baselines, evaluate_study
+from hpod.state import StateDir, open_storage
+from hpod.study.objective import Objective
+from hpod.study.plan import best_trial, open_study
+from hpod.study.seeds import SEED_OFFSET, existing_seed_study, open_seed_study
+from hpod.supervisor.job_row import plan_from_row
+from hpod.supervisor.trials import run_trial
+from hpod.trial.data import load_dataset
+from hpod.trial.probe import ChoiceCache
+from hpod.trial.train import EpochRecord, Interrupted
+
+log = logging.getLogger(__name__)
+PARENT_GONE_EXIT = 3
+STEP_REPORT_INTERVAL_S = 1.0  # progress reports double as the daemon's hang watchdog
+
+
+class Controls:
+    """What the daemon asked of this trial; read between optimizer steps."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.run = threading.Event()
+        self.run.set()
+
+    def listen(self, commands: IO[str]) -> None:
+        """Apply commands from the daemon until its end of the pipe closes."""
+        for line in commands:
+            command = line.strip()
+            if command == "stop":
+                self.request_stop()
+            elif command == "pause":
+                self.run.clear()
+            elif command == "resume":
+                self.run.set()
+        os._exit(PARENT_GONE_EXIT)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.run.set()  # a paused trial must wake up to stop
+
+    def checkpoint(self) -> None:
+        """Block while paused; raise Interrupted when asked to stop."""
+        while not self.run.wait(timeout=0.5):
+            pass
+        if self.stop.is_set():
+            raise Interrupted("stop requested")
+
+
+class Reporter:
+    def __init__(self, fd: int):
+        self.out = os.fdopen(fd, "w", buffering=1)
+        self.last_step = 0.0
+
+    def send(self, kind: str, **fields) -> None:
+        self.out.write(json.dumps({"kind": kind, **fields}) + "\n")
+
+    def step(self, trial: int, epoch: int, step: int) -> None:
+        now = time.monotonic()
+        if now - self.last_step >= STEP_REPORT_INTERVAL_S:
+            self.last_step = now
+            self.send("step", trial=trial, epoch=epoch, step=step)
+
+
+def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
+    """One trial of the task's phase: `search` (a search trial), `seeds` (a seed run of the
+    search's best), or `evaluate` (the study's val and test evaluation, no trial)."""
+    row, state = task["job"], StateDir(Path(task["state_root"]))
+    plan = plan_from_row(row)
+    dataset = load_dataset(plan.job.data, plan.horizon)
+    storage = open_storage(state.storage_url(row["storage"]))
+    study = open_study(plan, storage)
+    ensure_baselines(study, dataset)
+    phase = task.get("phase", "search")
+    if phase == "evaluate":
+        seeds = existing_seed_study(plan.name, storage, best_trial(study))
+        evaluate_study(plan, study, dataset, state.checkpoints, seeds)
+        reporter.send("finished", trial=None, state="EVALUATED")
+        return 0
+    if phase == "seeds":
+        study = open_seed_study(plan, storage, best_trial(study))
+    current = {"trial": task.get("resume")}
+
+    def after_step(epoch: int, step: int) -> None:
+        reporter.step(current["trial"], epoch, step)
+        controls.checkpoint()
+
+    def on_epoch(number: int, record: EpochRecord) -> None:
+        reporter.send("epoch", trial=number, epoch=record.epoch, val_loss=record.val_loss)
+
+    def on_start(number: int) -> None:
+        current["trial"] = number
+        reporter.send("started", trial=number)
+
+    def on_pause(reason: str | None) -> None:
+        if reason is None:
+            reporter.send("resumed", trial=current["trial"])
+        else:
+            reporter.send("paused", trial=current["trial"], reason=reason, since=time.time())
+
+    readers = default_readers()
+    guard_spec = guard_overrides(plan.job.guard, tuple(task.get("guard", ())))
+    objective = Objective(
+        plan,
+        dataset,
+        study.sampler,
+        on_epoch=on_epoch,
+        after_step=after_step,
+        checkpoints=state.checkpoints,
+        guard=Guard(guard_spec, lambda: read_all(readers), notify=on_pause),
+        choices=ChoiceCache(state.micro_batches),
+        seed_offset=SEED_OFFSET if phase == "seeds" else 0,
+    )
+    try:
+        log_file = TrialLog(state.logs / f"{study.study_name}.log")
+        frozen = run_trial(study, objective, [log_file], task.get("resume"), on_start)
+    except Interrupted:
+        reporter.send("interrupted", trial=current["trial"])
+        return 0
+    reporter.send("finished", trial=frozen.number, state=frozen.state.name)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    reporter = Reporter(int(argv[0]))
+    task = json.loads(sys.stdin.readline())
+    controls = Controls()
+    threading.Thread(target=controls.listen, args=(sys.stdin,), daemon=True).start()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # systemd and Ctrl-C reach the worker too
+        signal.signal(signum, lambda *_: controls.request_stop())
+    try:
+        return run_task(task, controls, reporter)
+    except HpodError as exc:
+        reporter.send("error", message=str(exc))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,195 @@
+"""The micro-batch a trial trains with: the largest power of two whose predicted peak fits the
+memory limit, confirmed by a short probe of real training steps and halved on OOM, with
+accumulation doubled so the effective batch (and so the gradient) stays the same. Choices are
+cached per (architecture, device, data shape) in the state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from hpod.trial import checkpoint as checkpoint_io
+from hpod.trial.data import Dataset
+from hpod.trial.grid import Arch
+from hpod.trial.memory import GIB, Limit, estimate
+from hpod.trial.model import ModelConfig, PatchTST
+from hpod.trial.train import OUT_OF_MEMORY, MemoryFailed, TrainConfig, accumulate_gradients, make_optimizer
+
+log = logging.getLogger(__name__)
+PROBE_STEPS = 2  # the first step allocates AdamW's moments; the second is a steady one
+
+
+def powers_of_two(effective_batch: int) -> list[int]:
+    """Candidate micro-batches, largest first: effective batch's powers of two down to 1."""
+    top = 1 << (effective_batch.bit_length() - 1)
+    return [top >> i for i in range(top.bit_length())]
+
+
+class PeakMeter:
+    """The peak memory a block of code adds: CUDA's allocator peak, or on CPU the process's
+    resident high-water mark (VmHWM), which Linux resets when 5 is written to clear_refs."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.base = 0
+
+    def reset(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.base = _status_kib("VmRSS") * 1024
+
+    def peak(self) -> int:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - self.base
+        return _status_kib("VmHWM") * 1024 - self.base
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"/proc/self/status has no {field}")
+    return int(match.group(1))
+
+
+def can_measure(device: str) -> bool:
+    return device.startswith("cuda") or Path("/proc/self/clear_refs").exists()
+
+
+def probe_steps(model_config: ModelConfig, config: TrainConfig, dataset: Dataset, micro_batch: int) -> int:
+    """Peak memory added by building the model and optimizer and training PROBE_STEPS steps of
+    one micro-batch each on real training rows; everything is freed before it returns."""
+    meter = PeakMeter(config.device)
+    meter.reset()
+    model = PatchTST(model_config).to(config.device)
+    optimizer = make_optimizer(model, config)
+    rows = dataset.splits["train"][:micro_batch]
+    try:
+        for _ in range(PROBE_STEPS):
+            accumulate_gradients(model, dataset, rows, config, micro_batch)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return meter.peak()
+    finally:
+        del model, optimizer
+        if config.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+Probe = Callable[[ModelConfig, TrainConfig, Dataset, int], int]
+
+
+@dataclass(frozen=True)
+class Choice:
+    micro_batch: int
+    predicted: int  # bytes
+    measured: int | None  # bytes; None when the probe could not measure (no /proc)
+    backoffs: int  # halvings after an OOM or a measured peak over the limit
+
+    def describe(self) -> str:
+        measured = "n/a" if self.measured is None else f"{self.measured / GIB:.2f}"
+        return f"micro-batch {self.micro_batch}: predicted {self.predicted / GIB:.2f} GiB, measured {measured} GiB"
+
+
+def choose_micro_batch(
+    arch: Arch,
+    params: int,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    dataset: Dataset,
+    limit: Limit,
+    probe: Probe = probe_steps,
+) -> Choice:
+    """The largest candidate predicted to fit, then probed: an OOM or a measured peak over the
+    limit halves it. Raises MemoryFailed when even micro-batch 1 does not fit."""
+    shape, device = dataset.shape, config.device
+    candidates = powers_of_two(config.effective_batch)
+    predicted = {m: estimate(arch, params, shape, m, device).peak for m in candidates}
+    fitting = [m for m in candidates if predicted[m] <= limit.bytes]
+    if not fitting:
+        raise MemoryFailed(
+            f"{arch.key} needs {predicted[1] / GIB:.2f} GiB at micro-batch 1; the limit is "
+            f"{limit.bytes / GIB:.2f} GiB ({limit.source})"
+        )
+    backoffs = 0
+    for micro_batch in fitting:
+        try:
+            measured = probe(model_config, config, dataset, micro_batch) if can_measure(device) else None
+        except OUT_OF_MEMORY as exc:
+            log.warning("%s: out of memory at micro-batch %d (%s); halving", arch.key, micro_batch, exc)
+            backoffs += 1
+            continue
+        if measured is not None and measured > limit.bytes:
+            log.warning("%s: micro-batch %d took %.2f GiB; halving", arch.key, micro_batch, measured / GIB)
+            backoffs += 1
+            continue
+        return Choice(micro_batch, predicted[micro_batch], measured, backoffs)
+    raise MemoryFailed(f"{arch.key} ran out of memory even at micro-batch {fitting[-1]} ({limit.source})")
+
+
+class ChoiceCache:
+    """Micro-batch choices by (architecture, device, data shape), in one JSON file, replaced
+    atomically so a reader never sees half of it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @staticmethod
+    def key(arch: Arch, device: str, config: ModelConfig, effective_batch: int) -> str:
+        s = config.shape
+        return f"{arch.key}|{device}|c{s.context}x{s.n_features}-p{s.patch_len}s{s.stride}|b{effective_batch}"
+
+    def read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def get(self, key: str) -> Choice | None:
+        entry = self.read().get(key)
+        return None if entry is None else Choice(**entry)
+
+    def put(self, key: str, choice: Choice) -> None:
+        text = json.dumps(self.read() | {key: asdict(choice)}, indent=1, sort_keys=True)
+        checkpoint_io.write_atomic(self.path, lambda f: f.write(text.encode()))
+
+
+def measure(job_file: str | None, horizon: int, key: str, micro_batch: int, device: str = "cpu") -> dict:
+    """Predicted and measured peak of PROBE_STEPS steps of one architecture: for the memory
+    model's test and benchmark, run in a fresh process (`python -m hpod.trial.probe`) so that the
+    process's first-step cost is counted as a trial's worker pays it."""
+    from hpod.job import load_job
+    from hpod.trial.data import load_dataset
+    from hpod.trial.grid import count_parameters
+
+    job = load_job(job_file)
+    dataset = load_dataset(job.data, horizon)
+    arch = Arch.from_key(key)
+    params = count_parameters(arch, dataset.shape)
+    config = TrainConfig(1e-3, 1e-3, 10, 1, effective_batch=micro_batch, micro_batch=micro_batch, device=device)
+    measured = probe_steps(arch.model_config(dataset.shape), config, dataset, micro_batch)
+    predicted = estimate(arch, params, dataset.shape, micro_batch, device)
+    return (
+        {"arch": key, "params": params, "micro_batch": micro_batch, "measured": measured}
+        | asdict(predicted)
+        | {"predicted": predicted.peak}
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    job_arg, horizon_arg, key_arg, micro_arg, *device_arg = sys.argv[1:]
+    result = measure(None if job_arg == "-" else job_arg, int(horizon_arg), key_arg, int(micro_arg), *device_arg)
+    print(json.dumps(result))

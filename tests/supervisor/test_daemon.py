@@ -1,0 +1,194 @@
+import os
+import signal
+import socket
+import sqlite3
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.helpers import hpod, job_field, running_worker, start_daemon, status, study, wait_for, write_job
+
+STUDY = "daemon-20K-h1"
+
+
+@pytest.fixture
+def state(tmp_path):
+    return tmp_path / "state"
+
+
+def enqueue(state, job_file, *args):
+    result = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", job_file, *args)
+    assert result.returncode == 0, result.stderr
+    return [int(line.split()[0]) for line in result.stdout.splitlines()]
+
+
+def finish(daemon, timeout=180) -> str:
+    out, _ = daemon.communicate(timeout=timeout)
+    assert daemon.returncode == 0, out
+    return out
+
+
+def test_the_daemon_runs_queued_jobs_to_done_and_status_reports_them(state, tmp_path):
+    job_file = write_job(tmp_path, epochs=1)
+    ids = enqueue(state, job_file, "--horizon", "h1,h5")
+    assert len(ids) == 2
+    out = finish(start_daemon(state, "--until-idle"))
+    jobs = {j["id"]: j for j in status(state)["jobs"]}
+    for job_id in ids:
+        assert jobs[job_id]["state"] == "done"
+        assert jobs[job_id]["trials_finished"] == jobs[job_id]["n_trials"] == 2
+        assert jobs[job_id]["best_val_loss"] > 0 and jobs[job_id]["best_arch"].startswith("d")
+    assert out.count("Trial ") == 4 and "state=COMPLETE" in out  # the log lines reach the daemon's output
+    tested = study(state, STUDY).user_attrs["test_evaluation"]  # the best trial, once, on the test split
+    assert tested["trial"] == study(state, STUDY).best_trial.number and tested["test_loss"] > 0
+    assert len((state / "logs" / "daemon-20K-h5.log").read_text().splitlines()) == 2
+
+
+def test_a_finished_search_runs_seed_runs_apart_and_the_evaluation_in_a_worker(state, tmp_path):
+    """Seed runs never count toward the search or feed its sampler; the evaluation stores the
+    baselines, the seeds' losses and the per-sample file the report bootstraps."""
+    enqueue(state, write_job(tmp_path, epochs=1, seeds=2))
+    out = finish(start_daemon(state, "--until-idle"), timeout=300)
+    search = study(state, STUDY)
+    assert len(search.trials) == 2 and out.count("Trial ") == 4
+    seeds = study(state, f"{STUDY}-seeds-t{search.best_trial.number}")
+    assert [t.state for t in seeds.trials] == [TrialState.COMPLETE] * 2
+    assert {t.params["arch"] for t in seeds.trials} == {search.best_trial.params["arch"]}
+    assert len({t.user_attrs["seed"] for t in seeds.trials} | {search.best_trial.user_attrs["seed"]}) == 3
+    tested = search.user_attrs["test_evaluation"]
+    assert tested["seeds"] == 2 and len(tested["seed_val_losses"]) == 2
+    assert (state / "checkpoints" / STUDY / "samples.npz").is_file()
+    constant = search.user_attrs["baselines"]["constant"]["val_loss"]
+    [job] = status(state)["jobs"]
+    assert job["constant_val_loss"] == pytest.approx(constant)
+    assert job["skill"] == pytest.approx(1 - job["best_val_loss"] / constant)
+
+
+def test_a_worker_killed_with_sigkill_fails_its_trial_alone(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=6))
+    daemon = start_daemon(state, "--until-idle")
+    number, pid = wait_for(lambda: running_worker(state, STUDY), what="a training worker")
+    os.kill(pid, signal.SIGKILL)
+    finish(daemon)
+    trials = study(state, STUDY).trials
+    killed = trials[number]
+    assert killed.state == TrialState.FAIL
+    assert "worker killed by SIGKILL" in killed.user_attrs["fail_reason"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    assert status(state)["jobs"][0]["state"] == "done"
+
+
+@pytest.mark.parametrize("how", ["sentinel", "sigterm"])
+def test_a_stop_ends_the_daemon_cleanly_and_leaves_the_job_resumable(state, tmp_path, how):
+    enqueue(state, write_job(tmp_path, epochs=30))
+    daemon = start_daemon(state)
+    number, pid = wait_for(lambda: running_worker(state, STUDY), what="a training worker")
+    if how == "sentinel":
+        assert hpod(state, "stop").returncode == 0
+    else:
+        daemon.send_signal(signal.SIGTERM)
+    finish(daemon, timeout=30)
+    assert not (state / "STOP_HPO").exists()
+    job = status(state)["jobs"][0]
+    assert job["state"] == "interrupted" and not status(state)["daemon_alive"]
+    assert study(state, STUDY).trials[number].state == TrialState.RUNNING  # to be continued
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, what="the worker to exit")
+
+
+def test_a_stopped_job_resumes_first_and_counts_no_trial_twice(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=4))
+    daemon = start_daemon(state)
+    number, _ = wait_for(lambda: running_worker(state, STUDY), what="a training worker")
+    daemon.send_signal(signal.SIGTERM)
+    finish(daemon, timeout=30)
+    finish(start_daemon(state, "--until-idle"))
+    trials = study(state, STUDY).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[number].user_attrs["epochs_run"] == 4
+    assert status(state)["jobs"][0]["state"] == "done"
+
+
+def test_two_daemons_on_one_queue_never_run_the_same_job(state, tmp_path):
+    job_file = write_job(tmp_path, epochs=1)
+    ids = enqueue(state, job_file, "--budget", "20K,30K,40K", "--trials", "1")
+    daemons = [start_daemon(state, "--until-idle") for _ in range(2)]
+    for daemon in daemons:
+        finish(daemon)
+    jobs = status(state)["jobs"]
+    assert [j["id"] for j in jobs] == ids
+    assert all(j["state"] == "done" and j["attempts"] == 1 for j in jobs), [
+        (j["state"], j["attempts"], j["last_error"]) for j in jobs
+    ]
+    for j in jobs:
+        assert len(study(state, j["study"]).trials) == 1
+
+
+def test_pause_resume_and_cancel_act_on_a_running_job_between_steps(state, tmp_path):
+    (job_id,) = enqueue(state, write_job(tmp_path, epochs=30))
+    daemon = start_daemon(state, "--hang-timeout", "60")
+    try:
+        number, first_worker = wait_for(lambda: running_worker(state, STUDY), what="a training worker")
+        assert hpod(state, "pause", str(job_id)).stdout.strip() == f"job {job_id}: pausing"
+        wait_for(lambda: job_field(state, "state") == "paused", timeout=30, what="the pause")
+        assert study(state, STUDY).trials[number].state == TrialState.RUNNING  # kept, to be resumed
+        assert hpod(state, "resume", str(job_id)).stdout.strip() == f"job {job_id}: queued"
+        wait_for(lambda: job_field(state, "attempts") == 2, what="the job to be claimed again")
+        wait_for(lambda: (running_worker(state, STUDY) or (0, first_worker))[1] != first_worker, what="a new worker")
+        assert hpod(state, "cancel", str(job_id)).stdout.strip() == f"job {job_id}: cancelling"
+        wait_for(lambda: job_field(state, "state") == "cancelled", timeout=30, what="the cancel")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        finish(daemon, timeout=30)
+
+
+def test_systemd_hears_ready_and_stopping(state, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(60)
+        daemon = start_daemon(state, "--until-idle", env={**os.environ, "NOTIFY_SOCKET": path})
+        finish(daemon)
+        messages = []
+        sock.settimeout(1)
+        while True:
+            try:
+                messages.append(sock.recv(4096).decode())
+            except TimeoutError:
+                break
+    assert messages[0] == "READY=1" and messages[-1] == "STOPPING=1"
+
+
+def test_a_daemon_killed_with_sigkill_leaves_its_job_to_the_next_daemon(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=2))
+    daemon = start_daemon(state)
+    _, worker = wait_for(lambda: running_worker(state, STUDY), what="a training worker")
+    daemon.kill()
+    daemon.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{worker}"), timeout=10, what="the orphaned worker to exit")
+    finish(start_daemon(state, "--until-idle"))
+    trials = study(state, STUDY).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2 and len(trials) == 2
+    db = sqlite3.connect(state / "queue.db")
+    assert db.execute("SELECT state, attempts FROM jobs").fetchone() == ("done", 2)
+
+
+def test_a_memory_floor_above_free_ram_pauses_the_running_trial_and_status_says_why(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=2))
+    floor = ("--guard", "memory_floor_gib=100000", "--guard", "memory_resume_gib=100000")
+    daemon = start_daemon(state, *floor)
+    paused = wait_for(lambda: next((d for d in status(state)["daemons"] if d["paused_reason"]), None), what="a pause")
+    assert paused["paused_reason"].startswith("RAM available ") and "< 100000 GiB" in paused["paused_reason"]
+    shown = hpod(state, "status").stdout
+    assert f"daemon pid {paused['pid']} paused: RAM available" in shown
+    assert job_field(state, "state") == "running" and job_field(state, "current_epoch") is None
+    assert hpod(state, "stop").returncode == 0
+    finish(daemon)
+    assert job_field(state, "state") == "interrupted"
+    [trial] = study(state, STUDY).trials
+    assert trial.state == TrialState.RUNNING  # stopped while paused, to be resumed
+    assert trial.user_attrs["pauses"][0]["reason"].startswith("RAM available ")
+
+
+def test_a_bad_guard_setting_is_refused_in_one_line(state):
+    result = hpod(state, "daemon", "--until-idle", "--guard", "cpu_temp=80")
+    assert result.returncode == 2 and result.stderr.strip() == "Error: unknown key guard.cpu_temp"

@@ -1,0 +1,51 @@
+"""A trial's worker process, driven through the daemon's handle: the task line in, reports out,
+commands between steps, and the exit status the daemon reads."""
+
+from __future__ import annotations
+
+import time
+
+from hpod.supervisor.handle import TrialProcess
+from hpod.supervisor.queue import Queue
+from tests.helpers import hpod, write_job
+
+
+def queued_row(tmp_path, epochs: int) -> tuple[dict, str]:
+    state = tmp_path / "state"
+    queued = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", write_job(tmp_path, epochs))
+    assert queued.returncode == 0, queued.stderr
+    return Queue(state / "queue.db").job(1), str(state)
+
+
+def drain(worker: TrialProcess, seconds: float) -> list[dict]:
+    reports, deadline = [], time.monotonic() + seconds
+    while worker.alive() and time.monotonic() < deadline:
+        reports += worker.reports(timeout=0.5)
+    code, rest = worker.finish()
+    return [*reports, *rest, {"exit": code}]
+
+
+def test_a_worker_runs_one_trial_and_reports_its_start_epochs_and_end(tmp_path):
+    row, state = queued_row(tmp_path, epochs=1)
+    reports = drain(TrialProcess({"job": row, "state_root": state, "resume": None}), 120)
+    kinds = [r.get("kind") for r in reports]
+    assert kinds[0] == "started" and "epoch" in kinds
+    assert reports[-2] == {"kind": "finished", "trial": 0, "state": "COMPLETE"} and reports[-1] == {"exit": 0}
+
+
+def test_a_stop_command_ends_the_trial_at_a_step_and_leaves_it_to_resume(tmp_path):
+    row, state = queued_row(tmp_path, epochs=30)
+    worker = TrialProcess({"job": row, "state_root": state, "resume": None})
+    while not any(r["kind"] == "epoch" for r in worker.reports(timeout=0.5)):
+        assert worker.alive()
+    worker.send("stop")
+    reports = drain(worker, 60)
+    assert {"kind": "interrupted", "trial": 0} in reports and reports[-1] == {"exit": 0}
+
+
+def test_a_job_the_worker_cannot_open_is_an_error_report_and_exit_2(tmp_path):
+    row, state = queued_row(tmp_path, epochs=1)
+    row = row | {"job_text": "grid: {tolerance: 7}"}
+    reports = drain(TrialProcess({"job": row, "state_root": state, "resume": None}), 60)
+    assert reports[-2]["kind"] == "error" and "grid.tolerance" in reports[-2]["message"]
+    assert reports[-1] == {"exit": 2}
