@@ -7,6 +7,7 @@ names, and a key it misspells is an error, not silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import yaml
 from hpod.errors import HpodError
 
 TARGETS = ("threshold", "return", "column")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # no path separators, no "..", no leading dot
 PRUNERS = ("none", "median", "hyperband")
 
 
@@ -174,6 +176,13 @@ class JobSpec:
     guard: GuardSpec = field(default_factory=GuardSpec)
     text: str = ""  # the YAML this was read from, kept with the study
 
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.name, str) and SAFE_NAME.fullmatch(self.name) is not None,
+            f"job name {self.name!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(it names the study and its files in the state directory)",
+        )
+
     def with_overrides(
         self,
         *,
@@ -225,7 +234,10 @@ def parse_job(text: str, *, source: str = "<job>", default_name: str = "job") ->
         sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()}
     except HpodError as exc:
         raise HpodError(f"job file {source}: {exc}") from None
-    return JobSpec(name=str(raw.get("name", default_name)), text=text, **sections)
+    try:
+        return JobSpec(name=raw.get("name", default_name), text=text, **sections)
+    except HpodError as exc:
+        raise HpodError(f"job file {source}: {exc}") from None
 
 
 def guard_overrides(spec: GuardSpec, pairs: tuple[str, ...]) -> GuardSpec:

@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+import yaml
 
 from hpod.errors import HpodError
 from hpod.job import JobSpec, load_job, parse_job
@@ -49,3 +50,14 @@ def test_command_line_overrides_apply_on_top_of_the_file(tiny_job):
     job = tiny_job.with_overrides(data="x.csv", trials=3, max_epochs=2)
     assert (job.data.path, job.search.n_trials, job.train.max_epochs) == ("x.csv", 3, 2)
     assert job.grid == tiny_job.grid
+
+
+@pytest.mark.parametrize("name", ["../../../../elsewhere/x", "a/b", ".hidden", "..", 7, "", "x" * 101])
+def test_a_job_name_that_could_leave_the_state_directory_is_refused(name):
+    """A name of `../../../../elsewhere/x` made the daemon write logs and weights outside state/."""
+    with pytest.raises(HpodError, match="job name .* must be letters, digits"):
+        parse_job(yaml.safe_dump({"name": name}), source="j.yaml")
+
+
+def test_safe_job_names_are_kept():
+    assert parse_job("name: scaling_v2.1-h5\n").name == "scaling_v2.1-h5"
