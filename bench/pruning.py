@@ -8,6 +8,8 @@ counting epochs trained and the wall time and epochs spent until the study's fin
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -65,23 +67,36 @@ def run(pruner: str, seed: int, trials: int, epochs: tuple[int, ...]) -> Run:
     return Run(best.value, epochs, time.perf_counter() - start, epochs_to_best, seconds_to_best)
 
 
-def main(smoke: bool) -> None:
+def run_one(case: tuple[str, int, int, tuple[int, ...]]) -> Run:
+    """One study in a process of its own, on one core, so that studies run side by side on the
+    machine's cores without competing for each other's threads."""
+    import torch
+
+    torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return run(*case)
+
+
+def main(smoke: bool) -> None:
     trials, seeds, epochs = (4, 1, (2, 3)) if smoke else (24, 3, EPOCHS)
     print(
         f"budget {BUDGET:,}, h{HORIZON}, jobs/tiny.yaml's grid with epochs {'/'.join(map(str, epochs))}, patience "
-        f"{PATIENCE}, warm-up {WARMUP[0]}-{WARMUP[1]} steps, {trials} trials x {seeds} seeds"
+        f"{PATIENCE}, warm-up {WARMUP[0]}-{WARMUP[1]} steps, {trials} trials x {seeds} seeds, "
+        f"each study in its own process on one core, {os.cpu_count()} at a time"
     )
     print(f"{'seed':>4} {'pruner':>9} {'best':>7} {'epochs':>6} {'to best':>7} {'wall s':>7} {'to best s':>9}")
+    cases = [(pruner, seed, trials, epochs) for seed in range(seeds) for pruner in ("hyperband", "none")]
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:
+        results = dict(zip(((c[0], c[1]) for c in cases), pool.map(run_one, cases), strict=True))
     ratios, diffs, time_ratios = [], [], []
     for seed in range(seeds):
-        results = {pruner: run(pruner, seed, trials, epochs) for pruner in ("hyperband", "none")}
-        for pruner, r in results.items():
+        for pruner in ("hyperband", "none"):
+            r = results[pruner, seed]
             print(
                 f"{seed:>4} {pruner:>9} {r.best:>7.4f} {r.epochs:>6} {r.epochs_to_best:>7} "
                 f"{r.seconds:>7.1f} {r.seconds_to_best:>9.1f}"
             )
-        pruned, full = results["hyperband"], results["none"]
+        pruned, full = results["hyperband", seed], results["none", seed]
         ratios.append(full.epochs / pruned.epochs)
         time_ratios.append(full.seconds / pruned.seconds)
         diffs.append(pruned.best / full.best - 1)

@@ -11,7 +11,7 @@ its budgets, and of the seeds (`resample.py`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +67,10 @@ class Cell:
         return None if self.best is None else self.best["val_loss"]
 
     def as_json(self) -> dict:
+        """What `--json` shows: the cell without its arrays and job spec (nor copies of them)."""
         hidden = ("trials", "samples", "replicates", "spec")
-        return {k: v for k, v in asdict(self).items() if k not in hidden}
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
+        return shown | {"train_tokens_per_parameter": tokens_per_parameter(self)}
 
 
 def cells(
