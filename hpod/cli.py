@@ -135,11 +135,13 @@ def status(as_json, show_all, state_dir) -> None:
 @state_dir_option
 def show(job_id, as_json, state_dir) -> None:
     """One job's trials: architecture, batch, settings, epochs and val loss."""
-    from hpod.display import trials_table
+    from hpod.display import memory_line, trials_table
     from hpod.records import MEMORY_FAILED, trial_row
+    from hpod.study.plan import load_named_study
 
-    row = existing_queue(StateDir.resolve(state_dir)).job(job_id)
-    study = load_existing_study(row["study_name"], state_dir, row["storage"])
+    quiet_optuna()
+    row = Queue.existing(StateDir.resolve(state_dir)).job(job_id)
+    study = load_named_study(row["study_name"], StateDir.resolve(state_dir), row["storage"])
     memory = {
         "grid_size": study.user_attrs.get("grid_size"),
         "dropped_at_enqueue": json.loads(row["dropped_archs"] or "[]"),
@@ -190,7 +192,7 @@ def job_control(action: str) -> None:
     @click.argument("job_id", type=int)
     @state_dir_option
     def command(job_id, state_dir) -> None:
-        outcome = existing_queue(StateDir.resolve(state_dir)).request(job_id, action)
+        outcome = Queue.existing(StateDir.resolve(state_dir)).request(job_id, action)
         click.echo(f"job {job_id}: {outcome}")
 
     command.__doc__ = JOB_ACTIONS[action]
@@ -287,12 +289,14 @@ def report(job_name, plot, bootstrap, as_json, state_dir, storage) -> None:
 def export(job, fmt, output, state_dir, storage) -> None:
     """Write a job's (or a study's, by name) trials with their architecture columns."""
     from hpod.records import export_text
+    from hpod.study.plan import load_named_study
 
+    quiet_optuna()
     name = job
     if job.isdigit():
-        row = existing_queue(StateDir.resolve(state_dir)).job(int(job))
+        row = Queue.existing(StateDir.resolve(state_dir)).job(int(job))
         name, storage = row["study_name"], storage or row["storage"]
-    study = load_existing_study(name, state_dir, storage)
+    study = load_named_study(name, StateDir.resolve(state_dir), storage)
     text = export_text(study.get_trials(deepcopy=False), fmt)
     if output is None:
         click.echo(text, nl=False)
@@ -314,7 +318,7 @@ def import_(job_id, files, exclude_arch, state_dir) -> None:
 
     quiet_optuna()
     state = StateDir.resolve(state_dir)
-    queue = existing_queue(state)
+    queue = Queue.existing(state)
     row = queue.job(job_id)
     plan = plan_from_row(row)
     for key in exclude_arch:
@@ -330,35 +334,6 @@ def import_(job_id, files, exclude_arch, state_dir) -> None:
     )
     for line in summary(outcome):
         click.echo(line)
-
-
-def memory_line(memory: dict) -> str:
-    failed = memory["memory_failed"]
-    return (
-        f"{len(memory['dropped_at_enqueue'])} of {memory['grid_size']} architectures left out at enqueue "
-        f"(too big for the memory limit); {len(failed)} failed at micro-batch 1"
-        + (f" ({', '.join(failed)})" if failed else "")
-    )
-
-
-def existing_queue(state: StateDir) -> Queue:
-    if not state.queue_db.exists():
-        raise HpodError(f"no queue in {state.root} (nothing was enqueued there)")
-    return Queue(state.queue_db)
-
-
-def load_existing_study(name: str, state_dir: str | None, storage: str | None):
-    import optuna
-
-    quiet_optuna()
-    state = StateDir.resolve(state_dir)
-    if storage is None and not state.optuna_db.exists():
-        raise HpodError(f"no studies yet in {state.root}")
-    store = open_storage(state.storage_url(storage))
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage=store, include_best_trial=False)]
-    if name not in names:
-        raise HpodError(f"no study named {name!r} (studies: {', '.join(names) or 'none'})")
-    return optuna.load_study(study_name=name, storage=store)
 
 
 def quiet_optuna() -> None:

@@ -126,3 +126,12 @@ class StudyProgress:
             self.progress.advance(self.task)
         best = best_trial(study)
         self.progress.update(self.task, detail="" if best is None else f"best {best.value:.4f} (trial {best.number})")
+
+
+def memory_line(memory: dict) -> str:
+    failed = memory["memory_failed"]
+    return (
+        f"{len(memory['dropped_at_enqueue'])} of {memory['grid_size']} architectures left out at enqueue "
+        f"(too big for the memory limit); {len(failed)} failed at micro-batch 1"
+        + (f" ({', '.join(failed)})" if failed else "")
+    )

@@ -56,7 +56,7 @@ def plot_law(ax, cells: list[Cell], reports: list[LawReport]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("parameters N (exact count)")
     ax.set_ylabel("validation loss (seed mean ± SE)")
-    ax.set_title(f"h{cells[0].horizon}: loss against parameters")
+    ax.set_title(f"h{cells[0].horizon}: loss vs parameters", fontsize="medium")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="x-small")
 
@@ -74,8 +74,8 @@ def plot_shapes(ax, cells: list[Cell], colours) -> None:
         label = f"{format_budget(c.budget)} h{c.horizon}"
         ax.scatter(aspect, [loss for _, loss, _, _ in c.trials], color=colour, marker=marker, alpha=0.7, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("shape: d_model / n_layers (wide and shallow to the right)")
+    ax.set_xlabel("d_model / n_layers (wide, shallow →)")
     ax.set_ylabel("validation loss (complete trials)")
-    ax.set_title("Shape: validation loss against d_model / n_layers, per budget")
+    ax.set_title("shape: loss vs d_model / n_layers", fontsize="medium")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", title="budget, horizon")

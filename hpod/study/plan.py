@@ -20,7 +20,9 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from hpod.errors import HpodError
 from hpod.job import JobSpec, SearchSpec
+from hpod.state import StateDir, open_storage
 from hpod.study.budget import format_budget
 from hpod.study.pruners import make_pruner
 from hpod.study.sampler import VariationSampler
@@ -129,3 +131,14 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 def finished_count(study: optuna.Study) -> int:
     """Trials that count toward a job's target: complete and pruned ones."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def load_named_study(name: str, state: StateDir, storage: str | None) -> optuna.Study:
+    """An existing study by name (for show and export); an error names the studies there are."""
+    if storage is None and not state.optuna_db.exists():
+        raise HpodError(f"no studies yet in {state.root}")
+    store = open_storage(state.storage_url(storage))
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage=store, include_best_trial=False)]
+    if name not in names:
+        raise HpodError(f"no study named {name!r} (studies: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=name, storage=store)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpod.errors import HpodError
+from hpod.state import StateDir
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -93,6 +94,13 @@ class Queue:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         self._migrate()
+
+    @classmethod
+    def existing(cls, state: StateDir) -> Queue:
+        """The queue of a state directory where something was enqueued; an error otherwise."""
+        if not state.queue_db.exists():
+            raise HpodError(f"no queue in {state.root} (nothing was enqueued there)")
+        return cls(state.queue_db)
 
     @cached_property
     def db(self) -> sqlite_utils.Database:
