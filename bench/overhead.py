@@ -12,6 +12,7 @@ the real daemon starts per trial for isolation, is measured on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -54,7 +55,9 @@ class TrivialObjective:
 
 
 class InProcessDaemon(Daemon):
-    def supervise(self, row: dict, study: optuna.Study, resume: int | None) -> TrialOutcome:
+    def supervise(self, row: dict, study: optuna.Study, resume: int | None, phase: str = "search") -> TrialOutcome:
+        if phase == "evaluate":  # a worker's evaluation of val and test: not per-trial bookkeeping
+            return TrialOutcome(None, "EVALUATED")
         plan = plan_from_row(row)
         log = TrialLog(self.state.logs / f"{plan.name}.log")
         trial = run_trial(study, TrivialObjective(plan), [log], resume)
@@ -63,7 +66,9 @@ class InProcessDaemon(Daemon):
 
 def daemon_per_trial(trials: int, root: Path) -> float:
     state = StateDir(root / "daemon").create()
-    rows = prepare_jobs(load_job(JOB).with_overrides(trials=trials), [20_000], [1])
+    job = load_job(JOB).with_overrides(trials=trials)
+    job = dataclasses.replace(job, search=dataclasses.replace(job.search, final_seeds=0))  # the search loop alone
+    rows = prepare_jobs(job, [20_000], [1])
     Queue(state.queue_db).enqueue(rows)
     start = time.perf_counter()
     InProcessDaemon(state, DaemonOptions(until_idle=True)).run()
