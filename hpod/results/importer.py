@@ -141,11 +141,28 @@ def parse_state(state, source: str) -> TrialState:
     return STATES[state]
 
 
+# What each parameter can be at all; a value outside is refused, never widened into the search.
+DOMAINS = {
+    "learning_rate": ("a positive number", lambda v: v > 0),
+    "weight_decay": ("a positive number", lambda v: v > 0),  # sampled log-uniformly
+    "warmup_steps": ("a whole number of steps, 0 or more", lambda v: float(v).is_integer() and v >= 0),
+    "epochs": ("a whole number of epochs, 1 or more", lambda v: float(v).is_integer() and v >= 1),
+    "dropout": ("a probability in [0, 1)", lambda v: 0 <= v < 1),
+}
+
+
 def check(candidate: Candidate) -> None:
-    """Refuse what no widening can fix: non-finite numbers, a finished trial without a value."""
+    """Refuse what no widening can fix: non-finite numbers, values outside a parameter's domain
+    (a dropout of 1.5 widened the range and failed the trials sampled from it), a finished trial
+    without a value."""
     for name, value in candidate.params.items():
-        if name != "arch" and (not isinstance(value, int | float) or not math.isfinite(value)):
+        if name == "arch":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise HpodError(f"{candidate.source}: parameter {name} is {value!r}, not a finite number")
+        what, valid = DOMAINS.get(name, ("", lambda v: True))
+        if not valid(value):
+            raise HpodError(f"{candidate.source}: parameter {name} is {value!r}; it must be {what}")
     value = candidate.value
     if candidate.state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
         raise HpodError(f"{candidate.source}: a COMPLETE trial needs a finite value, not {value!r}")

@@ -1,6 +1,9 @@
 import json
+import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from optuna.trial import TrialState
 
 from hpod.cli import main
@@ -124,6 +127,10 @@ def test_importing_the_same_file_twice_adds_nothing(job, tmp_path):
         (legacy(5, IN_GRID) | {"value": float("nan")}, "needs a finite value"),
         (legacy(5, IN_GRID, learning_rate=float("inf")), "parameter learning_rate is inf"),
         (legacy(5, IN_GRID) | {"state": "WEIRD"}, "state 'WEIRD'"),
+        (legacy(5, IN_GRID, dropout=1.5), "parameter dropout is 1.5; it must be a probability in [0, 1)"),
+        (legacy(5, IN_GRID, warmup_steps=-100), "parameter warmup_steps is -100; it must be a whole number"),
+        (legacy(5, IN_GRID, warmup_steps=15.5), "parameter warmup_steps is 15.5; it must be a whole number"),
+        (legacy(5, IN_GRID, learning_rate=-1e-3), "parameter learning_rate is -0.001; it must be a positive"),
     ],
 )
 def test_one_bad_trial_refuses_the_whole_import_naming_it(job, tmp_path, record, message):
@@ -173,3 +180,31 @@ def test_imported_finished_trials_count_toward_the_jobs_target(job, tmp_path):
     assert code == 0
     assert json.loads(job("status", "--json")[1])["jobs"][0]["state"] == "done"
     assert len([t for t in study_of(job).trials if t.state != TrialState.WAITING]) == 3  # nothing new ran
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from(["learning_rate", "weight_decay", "warmup_steps", "epochs", "dropout"]),
+    value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**6), 10**6)),
+)
+def test_a_parameter_value_is_imported_only_inside_its_domain_and_otherwise_nothing_is_added(
+    job, tmp_path, name, value
+):
+    """Generated values: a finite value inside the parameter's domain is imported (widening the
+    job's range if need be); anything else is one line, exit 2, and no trial added."""
+    path = write(tmp_path, "t.json", legacy(7, IN_GRID, **{name: value}))
+    before = len(study_of(job).trials)
+    code, _, err = job("import", "1", path)
+    valid = {
+        "learning_rate": lambda v: v > 0,
+        "weight_decay": lambda v: v > 0,
+        "warmup_steps": lambda v: float(v).is_integer() and v >= 0,
+        "epochs": lambda v: v in (4, 6, 8),  # tiny.yaml's categorical; others are skipped, not refused
+        "dropout": lambda v: 0 <= v < 1,
+    }[name]
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if code == 2:
+        assert err.count("\n") == 1 and err.startswith("Error: ") and f"parameter {name}" in err
+        assert not (finite and valid(value)) and len(study_of(job).trials) == before
+    else:
+        assert code == 0 and finite and (valid(value) or name == "epochs"), err
