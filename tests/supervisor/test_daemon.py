@@ -76,6 +76,9 @@ def test_a_worker_killed_with_sigkill_fails_its_trial_alone(state, tmp_path):
     assert "worker killed by SIGKILL" in killed.user_attrs["fail_reason"]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
     assert status(state)["jobs"][0]["state"] == "done"
+    lines = (state / "logs" / f"{STUDY}.log").read_text().splitlines()
+    assert any(line.startswith(f"Trial {number}: ") and "state=FAIL" in line and "SIGKILL" in line for line in lines)
+    assert not (state / "checkpoints" / STUDY / f"trial_{number:05d}.pt").exists()  # no resume state left behind
 
 
 @pytest.mark.parametrize("how", ["sentinel", "sigterm"])
