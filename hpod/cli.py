@@ -353,6 +353,7 @@ def setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turning expected failures into one line and an exit code."""
+    os.umask(0o077)  # queue, studies, checkpoints and logs are the owner's alone (0600)
     setup_logging()
     try:
         code = cli.main(args=argv, prog_name="hpod", standalone_mode=False)

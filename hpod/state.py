@@ -47,10 +47,10 @@ class StateDir:
         return self.root / "checkpoints"
 
     def create(self) -> StateDir:
-        """Make the directory tree, private to its owner (0700)."""
+        """Make the directory tree; what hpod creates is private to its owner (0700), a directory
+        that was there keeps its mode (a shared 1777 directory must stay shared)."""
         for path in (self.root, self.logs, self.checkpoints):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.root.chmod(0o700)
         return self
 
     def storage_url(self, override: str | None = None) -> str:

@@ -1,0 +1,28 @@
+"""The state directory: created private, an existing one left as it was, files the owner's alone."""
+
+from __future__ import annotations
+
+import stat
+
+from hpod.state import StateDir
+from tests.conftest import TINY_JOB
+from tests.helpers import hpod
+
+
+def test_a_directory_hpod_creates_is_0700_and_one_that_was_there_keeps_its_mode(tmp_path):
+    fresh = StateDir(tmp_path / "fresh").create()
+    assert stat.S_IMODE(fresh.root.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # a sticky, world-writable directory: chmod 0700 would lock others out
+    StateDir(shared).create()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "logs").stat().st_mode) == 0o700
+
+
+def test_files_hpod_writes_are_readable_by_their_owner_only(tmp_path):
+    state = tmp_path / "state"
+    queued = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", str(TINY_JOB))
+    assert queued.returncode == 0, queued.stderr
+    files = [p for p in state.rglob("*") if p.is_file()]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
