@@ -311,7 +311,7 @@ def export(job, fmt, output, state_dir, storage) -> None:
 @state_dir_option
 def import_(job_id, files, exclude_arch, state_dir) -> None:
     """Add prior trials (hpod JSON export, trial_NNNN.json files, hpod log files) to a job's study."""
-    from hpod.results.importer import import_trials, summary
+    from hpod.results.importer import import_trials, load_candidates, summary
     from hpod.study.plan import best_trial, finished_count, open_study
     from hpod.supervisor.job_row import plan_from_row
     from hpod.trial.grid import Arch
@@ -323,8 +323,9 @@ def import_(job_id, files, exclude_arch, state_dir) -> None:
     plan = plan_from_row(row)
     for key in exclude_arch:
         Arch.from_key(key)
+    candidates = load_candidates([Path(f) for f in files])  # a refusal opens and writes nothing
     study = open_study(plan, open_storage(state.storage_url(row["storage"])))
-    outcome = import_trials(study, plan, [Path(f) for f in files], set(exclude_arch))
+    outcome = import_trials(study, plan, candidates, set(exclude_arch))
     best = best_trial(study)
     queue.refresh_summary(
         job_id,

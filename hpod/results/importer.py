@@ -22,11 +22,13 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import TrialState
 
 from hpod.errors import HpodError
-from hpod.records import ARCH_FIELDS, MEMORY_FAILED, PARAMS, WIDENED
+from hpod.records import ARCH_FIELDS, COLUMNS, MEMORY_FAILED, PARAMS, WIDENED
 from hpod.study.plan import StudyPlan, distributions
 from hpod.trial.grid import Arch
 
 SEARCH_PARAMS = ("arch", *PARAMS)
+# Export columns kept as user attrs; pauses, paused_s and duration_s describe another run's machine.
+EXPORT_ATTRS = (*ARCH_FIELDS, "micro_batch", "accumulation_steps", "epochs_run", "best_epoch", "val_auc", "fail_reason")
 LEGACY_USER_PARAMS = ("batch_size",)  # sampled by the replaced system, not searched by hpod
 STATES = {s.name: s for s in TrialState}
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -80,9 +82,14 @@ def from_json(record: dict, source: str) -> Candidate:
         raise HpodError(f"{source}: expected a trial object")
     if "trial_number" in record:
         return from_legacy(record, source)
+    unknown = set(record) - set(COLUMNS)
+    if unknown:
+        raise HpodError(
+            f"{source}: unknown field {sorted(unknown)[0]!r} (neither an hpod export column nor a trial file)"
+        )
     params = {name: record.get(name) for name in SEARCH_PARAMS if record.get(name) is not None}
-    attrs = {k: v for k, v in record.items() if k not in (*SEARCH_PARAMS, "number", "state", "val_loss")}
-    attrs = {k: v for k, v in attrs.items() if v is not None} | {"original_number": record.get("number")}
+    attrs = {k: record[k] for k in EXPORT_ATTRS if record.get(k) is not None}
+    attrs |= {"original_number": record.get("number")}
     return Candidate(source, parse_state(record.get("state"), source), record.get("val_loss"), params, attrs)
 
 
@@ -151,6 +158,9 @@ DOMAINS = {
 }
 
 
+INTEGER_PARAMS = ("warmup_steps", "epochs")
+
+
 def check(candidate: Candidate) -> None:
     """Refuse what no widening can fix: non-finite numbers, values outside a parameter's domain
     (a dropout of 1.5 widened the range and failed the trials sampled from it), a finished trial
@@ -163,6 +173,8 @@ def check(candidate: Candidate) -> None:
         what, valid = DOMAINS.get(name, ("", lambda v: True))
         if not valid(value):
             raise HpodError(f"{candidate.source}: parameter {name} is {value!r}; it must be {what}")
+        if name in INTEGER_PARAMS:
+            candidate.params[name] = int(value)  # JSON writes 200 as 200.0 at times
     value = candidate.value
     if candidate.state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
         raise HpodError(f"{candidate.source}: a COMPLETE trial needs a finite value, not {value!r}")
@@ -187,17 +199,24 @@ def widen(dist: BaseDistribution, value) -> BaseDistribution:
     return dist
 
 
-def import_trials(study: optuna.Study, plan: StudyPlan, paths: list[Path], exclude: set[str]) -> Outcome:
-    """Validate every trial of every file, then add the importable ones in one call."""
+def load_candidates(paths: list[Path]) -> list[Candidate]:
+    """Every trial of every file, each checked: a bad one refuses the import before anything is
+    opened or written."""
     candidates = [c for path in paths for c in read_candidates(path)]
     for candidate in candidates:
         check(candidate)
+    return candidates
+
+
+def import_trials(study: optuna.Study, plan: StudyPlan, candidates: list[Candidate], exclude: set[str]) -> Outcome:
+    """Add the importable candidates in one call; the rest are counted with the reason."""
     space = distributions(plan.job.search, [e.arch.key for e in plan.grid], study.user_attrs.get(WIDENED))
     excluded = exclude | set(study.user_attrs.get(MEMORY_FAILED, []))
-    seen = {t.user_attrs.get("import_key") for t in study.get_trials(deepcopy=False)}
+    present = study.get_trials(deepcopy=False)
+    seen = {t.user_attrs.get("import_key") for t in present}
     outcome, chosen = Outcome(), []
     for candidate in candidates:
-        reason = skip_reason(candidate, space, excluded, seen)
+        reason = skip_reason(candidate, space, excluded, seen) or already_present(candidate, present)
         if reason is not None:
             outcome.skipped[reason] += 1
             continue
@@ -230,6 +249,21 @@ def skip_reason(candidate: Candidate, space: dict, excluded: set[str], seen: set
     if epochs is not None and epochs not in space["epochs"].choices:
         return f"epochs {epochs} is not among the job's choices {list(space['epochs'].choices)}"
     return None
+
+
+def already_present(candidate: Candidate, trials: list[optuna.trial.FrozenTrial]) -> str | None:
+    """A trial of the study itself, come back through its own export or log: the same state,
+    value and parameters at the precision of a log line."""
+    mine = fingerprint(candidate.params, candidate.state, candidate.value)
+    if any(fingerprint({k: t.params.get(k) for k in candidate.params}, t.state, t.value) == mine for t in trials):
+        return "already in the study (its own export or log)"
+    return None
+
+
+def fingerprint(params: dict, state: TrialState, value: float | None) -> tuple:
+    shown = {k: f"{v:.1e}" if k in ("learning_rate", "weight_decay") else f"{v:.2f}" if k == "dropout" else v
+             for k, v in params.items() if v is not None}  # fmt: skip
+    return state.name, None if value is None else f"{value:.4f}", tuple(sorted(shown.items()))
 
 
 def to_trial(candidate: Candidate, space: dict, plan: StudyPlan) -> optuna.trial.FrozenTrial:

@@ -165,10 +165,36 @@ def test_log_lines_and_the_json_export_round_trip_into_a_fresh_study(job, tmp_pa
         if trial.state == TrialState.COMPLETE:
             assert copy.value == trial.value
 
-    code, out, _ = job("import", "1", str(log_file))  # the same trials at log precision: new records
-    assert code == 0 and out.startswith(f"imported {len(log_file.read_text().splitlines())} trials")
-    from_log = [t for t in study_of(job).trials if str(log_file) in t.user_attrs.get("imported_from", "")]
-    assert {t.params["arch"] for t in from_log} <= {t.params["arch"] for t in source.trials if t.params}
+    code, out, _ = job("import", "1", str(log_file))  # the same trials at log precision: already there
+    assert code == 0 and "already in the study" in out, out
+    assert not [t for t in study_of(job).trials if str(log_file) in t.user_attrs.get("imported_from", "")]
+    code, out, err = job("show", "1")  # the export's pause count did not come back as a list of pauses
+    assert code == 0, err
+    code, _, err = job("export", "1", "--format", "json")
+    assert code == 0, err
+
+
+def test_a_study_importing_its_own_export_adds_nothing(job, tmp_path, dataset_h5):
+    """It doubled the study's trials (status 4/2)."""
+    state = StateDir(job.state)
+    plan = plan_from_row(Queue(state.queue_db).job(1))
+    study = study_of(job)
+    objective = Objective(type(plan)(plan.job.with_overrides(max_epochs=1), plan.budget, 1, plan.grid), dataset_h5,
+                          study.sampler)  # fmt: skip
+    run_study(study, objective, target=2)
+    exported = tmp_path / "own.json"
+    exported.write_text(export_text(study.trials, "json"))
+    before = len(study_of(job).trials)
+    code, out, err = job("import", "1", str(exported))
+    assert code == 0 and "already in the study" in out, (out, err)
+    assert len(study_of(job).trials) == before
+
+
+def test_an_unknown_field_in_an_export_record_is_refused_and_a_refused_import_writes_no_study(job, tmp_path):
+    record = {"number": 0, "state": "COMPLETE", "arch": IN_GRID.key, "val_loss": 0.5, "momentum": 0.9}
+    code, _, err = job("import", "1", write(tmp_path, "x.json", [record]))
+    assert code == 2 and "unknown field 'momentum'" in err
+    assert not (job.state / "optuna.db").exists()  # the job never ran: nothing opened, nothing written
 
 
 def test_imported_finished_trials_count_toward_the_jobs_target(job, tmp_path):
