@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from functools import partial
@@ -33,6 +34,20 @@ job_option = click.option("--job", "job_file", type=click.Path(), help="job file
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
+class FiniteRange(click.FloatRange):
+    """A FloatRange that also refuses nan (which every comparison lets through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+COUNT = click.IntRange(min=1, max=10**9)  # within SQLite's integers, far past any study
+JOB_ID = click.IntRange(min=1, max=2**62)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hpod")
 def cli() -> None:
@@ -44,8 +59,8 @@ def study_options(command):
     options = (
         click.option("--budget", required=True, help="parameter budget(s): 2M, 500K, 1.5M, 2B; comma-separated"),
         click.option("--horizon", required=True, help="forecast horizon(s): h1, h3, h5; comma-separated"),
-        click.option("--trials", type=click.IntRange(min=1), help="finished trials per study (default: the job's)"),
-        click.option("--max-epochs", type=click.IntRange(min=1), help="cap on each trial's sampled epochs"),
+        click.option("--trials", type=COUNT, help="finished trials per study (default: the job's)"),
+        click.option("--max-epochs", type=COUNT, help="cap on each trial's sampled epochs"),
         job_option,
         click.option("--data", type=click.Path(), help="CSV or Parquet file (default: bundled S&P 500)"),
         click.option(
@@ -94,8 +109,11 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
 
 @cli.command()
 @study_options
-@click.option("--priority", type=int, default=0, show_default=True, help="higher runs first")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="hours of running before the job ends")
+@click.option(
+    "--priority", type=click.IntRange(-(10**9), 10**9), default=0, show_default=True, help="higher runs first"
+)
+@click.option("--timeout", type=FiniteRange(min=0, min_open=True, max=24 * 365 * 10),
+              help="hours of running before the job ends")  # fmt: skip
 @click.option(
     "--force",
     is_flag=True,
@@ -109,6 +127,8 @@ def enqueue(
 
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
     rows = prepare_jobs(job, budgets, horizons, storage=storage, priority=priority, timeout_h=timeout, force=force)
+    if storage is not None:
+        open_storage(storage)  # a bad URL or an unreachable server is refused now, not at claim time
     queue = Queue(StateDir.resolve(state_dir).create().queue_db)
     for job_id, row in zip(queue.enqueue(rows, force=force), rows, strict=True):
         click.echo(f"{job_id}\t{row['study_name']}")
@@ -130,7 +150,7 @@ def status(as_json, show_all, state_dir) -> None:
 
 
 @cli.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @json_option
 @state_dir_option
 def show(job_id, as_json, state_dir) -> None:
@@ -160,7 +180,7 @@ def show(job_id, as_json, state_dir) -> None:
 @cli.command()
 @click.option("--until-idle", is_flag=True, help="exit 0 when no job is left")
 @click.option("--window", help="run trials only between these hours, e.g. 22:00-07:00")
-@click.option("--hang-timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+@click.option("--hang-timeout", type=FiniteRange(min=1, max=7 * 24 * 3600), default=900, show_default=True,
               help="seconds without progress after which a trial is killed and failed")  # fmt: skip
 @click.option("--guard", "guard", multiple=True, metavar="KEY=VALUE",
               help="override a job's guard setting for every trial, e.g. cpu_temp_c=80 (repeatable)")  # fmt: skip
@@ -189,7 +209,7 @@ def stop(state_dir) -> None:
 
 
 def job_control(action: str) -> None:
-    @click.argument("job_id", type=int)
+    @click.argument("job_id", type=JOB_ID)
     @state_dir_option
     def command(job_id, state_dir) -> None:
         outcome = Queue.existing(StateDir.resolve(state_dir)).request(job_id, action)
@@ -244,7 +264,7 @@ def grid(budget, horizon, job_file, as_json, check) -> None:
 @cli.command()
 @click.option("--job", "job_name", help="only the studies of this job name (default: all)")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write the figure to this PNG file")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--bootstrap", type=click.IntRange(min=0, max=100_000), default=1000, show_default=True,
               help="resamples for the confidence intervals (0: none)")  # fmt: skip
 @json_option
 @state_dir_option
@@ -267,7 +287,7 @@ def report(job_name, plot, bootstrap, as_json, state_dir, storage) -> None:
         raise HpodError(f"no hpod studies{f' of job {job_name!r}' if job_name else ''} in the storage")
     fits = laws(found)
     if plot is not None:
-        plot_report(found, fits, Path(plot))
+        write_output(Path(plot), lambda path: plot_report(found, fits, path), "plot file")
     if as_json:
         click.echo(json.dumps(report_json(found, fits), indent=2))
         return
@@ -301,11 +321,11 @@ def export(job, fmt, output, state_dir, storage) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        Path(output).write_text(text)
+        write_output(Path(output), lambda path: path.write_text(text), "output file")
 
 
 @cli.command(name="import")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--exclude-arch", multiple=True, help="architecture key to leave out (repeatable)")
 @state_dir_option
@@ -335,6 +355,14 @@ def import_(job_id, files, exclude_arch, state_dir) -> None:
     )
     for line in summary(outcome):
         click.echo(line)
+
+
+def write_output(path: Path, write, what: str) -> None:
+    """Write a file the user named; a path that cannot be written is one line, not a traceback."""
+    try:
+        write(path)
+    except OSError as exc:
+        raise HpodError(f"{what} {path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def quiet_optuna() -> None:

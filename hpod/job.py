@@ -7,6 +7,7 @@ names, and a key it misspells is an error, not silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -98,7 +99,9 @@ class SearchSpec:
         _check(_pair(self, "learning_rate")[0] > 0, "search.learning_rate must be positive")
         _check(_pair(self, "weight_decay")[0] > 0, "search.weight_decay must be positive")
         _check(
-            len(self.warmup_steps) == 3 and 0 <= self.warmup_steps[0] <= self.warmup_steps[1],
+            len(self.warmup_steps) == 3
+            and 0 <= self.warmup_steps[0] <= self.warmup_steps[1]
+            and self.warmup_steps[2] >= 1,
             f"search.warmup_steps must be [low, high, step] but got {list(self.warmup_steps)}",
         )
         _check(self.epochs and min(self.epochs) >= 1, "search.epochs must be positive integers")
@@ -216,6 +219,8 @@ def load_job(path: str | Path | None) -> JobSpec:
         text = path.read_text()
     except OSError as exc:
         raise HpodError(f"job file {path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise HpodError(f"job file {path}: not UTF-8 text") from None
     return parse_job(text, source=str(path), default_name=path.stem)
 
 
@@ -247,7 +252,10 @@ def guard_overrides(spec: GuardSpec, pairs: tuple[str, ...]) -> GuardSpec:
         key, sep, value = pair.partition("=")
         if not sep:
             raise HpodError(f"--guard {pair!r} is not KEY=VALUE (e.g. cpu_temp_c=80)")
-        values[key.strip()] = yaml.safe_load(value)
+        try:
+            values[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise HpodError(f"--guard {pair!r}: {value!r} is not a value") from None
     checked = _build(GuardSpec, values, "guard")  # names and types, with one clear error
     return dataclasses.replace(spec, **{key: getattr(checked, key) for key in values})
 
@@ -283,9 +291,12 @@ def _coerce(value, hint, where: str):
         return value
     if hint is float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise HpodError(f"{where} must be a number but got {value!r}") from None
+        if not math.isfinite(number):
+            raise HpodError(f"{where} must be a finite number but got {value!r}")
+        return number
     if not isinstance(value, str):
         raise HpodError(f"{where} must be a string but got {value!r}")
     return value

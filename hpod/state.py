@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpod.errors import HpodError
+
 ENV_VAR = "HPOD_HOME"
 SQLITE_TIMEOUT_S = 30  # readers such as `hpod status` must wait out a writer, not fail
 
@@ -50,7 +52,10 @@ class StateDir:
         """Make the directory tree; what hpod creates is private to its owner (0700), a directory
         that was there keeps its mode (a shared 1777 directory must stay shared)."""
         for path in (self.root, self.logs, self.checkpoints):
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HpodError(f"state directory {path}: cannot be created ({exc.strerror or exc})") from None
         return self
 
     def storage_url(self, override: str | None = None) -> str:
@@ -65,7 +70,10 @@ def open_storage(url: str):
     import optuna  # here, so that commands that never open a study start fast
 
     if not url.startswith("sqlite:///"):
-        return optuna.storages.RDBStorage(url)
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # SQLAlchemy's URL, driver and connection errors share no base
+            raise HpodError(f"storage {url!r} cannot be opened ({type(exc).__name__}: {str(exc)[:200]})") from None
     lock_path = Path(url.removeprefix("sqlite:///") + ".lock")
     with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -29,6 +29,22 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
         (["run", "--budget", "20K", "--horizon", "h1", "--trials", "0"], "--trials"),
         (["grid", "--budget", "2M", "--horizon", "h0"], "horizon 'h0'"),
         (["export", "nope"], "no studies yet"),
+        (["grid", "--budget", "9" * 400], "more than 1e+13 parameters"),
+        (["run", "--budget", "20K", "--horizon", "h" + "9" * 23], "more than h10000"),
+        (["enqueue", "--budget", "20K", "--horizon", "h1", "--trials", "9" * 20], "--trials"),
+        (["enqueue", "--budget", "20K", "--horizon", "h1", "--priority", "9" * 20], "--priority"),
+        (["enqueue", "--budget", "20K", "--horizon", "h1", "--timeout", "nan"], "not a finite number"),
+        (["enqueue", "--budget", "20K", "--horizon", "h1", "--timeout", "inf"], "--timeout"),
+        (
+            ["enqueue", "--budget", "20K", "--horizon", "h1", "--job", str(TINY_JOB), "--storage", "notaurl"],
+            "storage 'notaurl' cannot be opened",
+        ),
+        (["daemon", "--window", "22:00Z-07:00"], "without a time zone"),
+        (["daemon", "--guard", "cpu_temp_c=[1"], "is not a value"),
+        (["daemon", "--guard", "cpu_temp_c=.nan"], "must be a finite number"),
+        (["report", "--storage", "notaurl"], "storage 'notaurl' cannot be opened"),
+        (["show", "9" * 30], "JOB_ID"),
+        (["enqueue", "--budget", "20K", "--horizon", "h1", "--memory-limit", "9" * 400 + "G"], "more than 1 PiB"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(capsys, tmp_path, args, named):

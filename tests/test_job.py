@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -61,3 +62,23 @@ def test_a_job_name_that_could_leave_the_state_directory_is_refused(name):
 
 def test_safe_job_names_are_kept():
     assert parse_job("name: scaling_v2.1-h5\n").name == "scaling_v2.1-h5"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("search: {warmup_steps: [10, 50, 0]}", "search.warmup_steps must be [low, high, step]"),
+        ("guard: {cpu_temp_c: .nan}", "guard.cpu_temp_c must be a finite number"),
+        ("search: {learning_rate: [1.0e-4, .inf]}", "search.learning_rate must be a finite number"),
+    ],
+)
+def test_values_no_search_can_use_are_refused_with_their_key(text, named):
+    with pytest.raises(HpodError, match=re.escape(named)):
+        parse_job(text, source="j.yaml")
+
+
+def test_a_job_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(HpodError, match="not UTF-8 text"):
+        load_job(path)

@@ -26,3 +26,12 @@ def test_files_hpod_writes_are_readable_by_their_owner_only(tmp_path):
     assert queued.returncode == 0, queued.stderr
     files = [p for p in state.rglob("*") if p.is_file()]
     assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
+
+
+def test_a_state_directory_under_a_regular_file_is_one_line_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for args in (["stop"], ["enqueue", "--budget", "20K", "--horizon", "h1", "--job", str(TINY_JOB)]):
+        result = hpod(blocker / "state", *args)
+        assert result.returncode == 2 and result.stderr.startswith("Error: state directory"), result.stderr
+        assert result.stderr.count("\n") == 1

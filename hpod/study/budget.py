@@ -11,6 +11,9 @@ _BUDGET = re.compile(r"^(\d+(?:\.\d+)?)([KMB]?)$", re.IGNORECASE)
 _HORIZON = re.compile(r"^h([1-9]\d*)$", re.IGNORECASE)
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([MGT])(?:I?B)?$", re.IGNORECASE)
 _MEMORY_GIB = {"M": 1 / 1024, "G": 1, "T": 1024}
+MAX_BUDGET = 10**13  # 10T parameters: far past any workstation, short of float overflow
+MAX_HORIZON = 10_000  # rows ahead; far longer than any series hpod can split
+MAX_MEMORY_GIB = 2**20  # 1 PiB
 
 
 def parse_budget(text: str) -> int:
@@ -20,6 +23,8 @@ def parse_budget(text: str) -> int:
         raise HpodError(f"budget {text!r} is not a count such as 2M, 1.5M, 500K, 2B or 123456")
     number, suffix = match.groups()
     value = float(number) * _SUFFIX[suffix.upper()]
+    if value > MAX_BUDGET:
+        raise HpodError(f"budget {text[:40]!r} is more than {MAX_BUDGET:.0e} parameters")
     if value < 1 or value != int(value):
         raise HpodError(f"budget {text!r} must be a whole, positive number of parameters")
     return int(value)
@@ -30,15 +35,21 @@ def parse_horizon(text: str) -> int:
     match = _HORIZON.match(text.strip())
     if match is None:
         raise HpodError(f"horizon {text!r} is not of the form hN with N >= 1 (h1, h3, h5)")
-    return int(match.group(1))
+    digits = match.group(1)
+    if len(digits) > len(str(MAX_HORIZON)) or int(digits) > MAX_HORIZON:
+        raise HpodError(f"horizon {text[:40]!r} is more than h{MAX_HORIZON} rows ahead")
+    return int(digits)
 
 
 def parse_memory_gib(text: str) -> float:
     """Parse a memory size (`20G`, `20GiB`, `512M`, `1.5T`, binary units) into GiB."""
     match = _MEMORY.match(text.strip())
     if match is None or float(match.group(1)) <= 0:
-        raise HpodError(f"memory limit {text!r} is not a positive size such as 20G, 20GiB or 512M")
-    return float(match.group(1)) * _MEMORY_GIB[match.group(2).upper()]
+        raise HpodError(f"memory limit {text[:40]!r} is not a positive size such as 20G, 20GiB or 512M")
+    gib = float(match.group(1)) * _MEMORY_GIB[match.group(2).upper()]
+    if gib > MAX_MEMORY_GIB:
+        raise HpodError(f"memory limit {text[:40]!r} is more than 1 PiB")
+    return gib
 
 
 def format_budget(count: int) -> str:

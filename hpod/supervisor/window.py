@@ -21,6 +21,8 @@ class Window:
             start, end = (dt.time.fromisoformat(part.strip()) for part in text.split("-"))
         except ValueError:
             raise HpodError(f"window {text!r} is not of the form HH:MM-HH:MM (e.g. 22:00-07:00)") from None
+        if start.tzinfo is not None or end.tzinfo is not None:
+            raise HpodError(f"window {text!r}: give local hours without a time zone (e.g. 22:00-07:00)")
         if start == end:
             raise HpodError(f"window {text!r} is empty: start and end are equal")
         return cls(start, end)

@@ -152,6 +152,9 @@ def test_bad_report_input_is_one_line_and_exit_2(tmp_path):
     synthetic_studies(state, BUDGETS[:1])
     wrong = hpod(state, "report", "--plot", str(tmp_path / "x.pdf"))
     assert wrong.returncode == 2 and "must end in .png" in wrong.stderr
+    (tmp_path / "some_file").write_text("")
+    blocked = hpod(state, "report", "--plot", str(tmp_path / "some_file" / "x.png"))
+    assert blocked.returncode == 2 and blocked.stderr.startswith("Error: plot file") and blocked.stderr.count("\n") == 1
     other = hpod(state, "report", "--job", "nope")
     assert other.returncode == 2 and other.stderr.strip() == "Error: no hpod studies of job 'nope' in the storage"
 
