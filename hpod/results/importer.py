@@ -69,6 +69,8 @@ def read_candidates(path: Path) -> list[Candidate]:
             records = json.loads(text)
         except json.JSONDecodeError as exc:
             raise HpodError(f"import file {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise HpodError(f"import file {path}: JSON nested too deeply to be trial records") from None
         records = records if isinstance(records, list) else [records]
         return [from_json(record, f"{path}[{i}]") for i, record in enumerate(records)]
     lines = [line for line in text.splitlines() if _LOG_LINE.search(line)]
@@ -82,6 +84,8 @@ def from_json(record: dict, source: str) -> Candidate:
         raise HpodError(f"{source}: expected a trial object")
     if "trial_number" in record:
         return from_legacy(record, source)
+    if isinstance(record.get("params"), dict):
+        return from_optuna(record, source)
     unknown = set(record) - set(COLUMNS)
     if unknown:
         raise HpodError(
@@ -93,27 +97,46 @@ def from_json(record: dict, source: str) -> Candidate:
     return Candidate(source, parse_state(record.get("state"), source), record.get("val_loss"), params, attrs)
 
 
+def from_optuna(record: dict, source: str) -> Candidate:
+    """Optuna's own trial record (`number`, `state`, `value`, `params`, `user_attrs`), as a study's
+    trials are commonly dumped; params use hpod's names, the architecture as `arch`."""
+    unknown = set(record["params"]) - set(SEARCH_PARAMS)
+    if unknown:
+        raise HpodError(f"{source}: unknown parameter {sorted(unknown)[0]!r}")
+    user_attrs = mapping(record, "user_attrs", source)
+    attrs = {k: user_attrs[k] for k in EXPORT_ATTRS if user_attrs.get(k) is not None}
+    attrs |= {"original_number": record.get("number")}
+    value = record.get("value")
+    return Candidate(source, parse_state(record.get("state"), source), value, dict(record["params"]), attrs)
+
+
 def from_legacy(record: dict, source: str) -> Candidate:
     """The replaced system's trials/trial_NNNN.json (architecture beside params or in user_attrs)."""
-    user_attrs = dict(record.get("user_attrs") or {})
+    user_attrs = mapping(record, "user_attrs", source)
     arch = record.get("architecture") or user_attrs.pop("architecture", None)
-    if not arch:
+    if not isinstance(arch, dict):
         raise HpodError(f"{source}: no architecture (neither 'architecture' nor 'user_attrs.architecture')")
-    raw = dict(record.get("params") or {})
+    raw = mapping(record, "params", source)
     unknown = set(raw) - set(PARAMS) - set(LEGACY_USER_PARAMS)
     if unknown:
         raise HpodError(f"{source}: unknown parameter {sorted(unknown)[0]!r}")
     params = {"arch": arch_key(arch, source)} | {k: v for k, v in raw.items() if k in PARAMS}
     attrs = user_attrs | {k: raw[k] for k in LEGACY_USER_PARAMS if k in raw}
     attrs |= {"original_number": record["trial_number"], "imported_param_count": arch.get("param_count")}
-    curve = user_attrs.get("learning_curve") or []
-    intermediate = {int(e["epoch"]): float(e["val_loss"]) for e in curve if e.get("val_loss") is not None}
+    try:
+        curve = user_attrs.get("learning_curve") or []
+        intermediate = {int(e["epoch"]): float(e["val_loss"]) for e in curve if e.get("val_loss") is not None}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise HpodError(f"{source}: learning_curve entries need an integer epoch and a numeric val_loss") from None
     return Candidate(source, parse_state(record.get("state"), source), record.get("value"), params, attrs, intermediate)
 
 
 def from_log_line(match: re.Match, source: str) -> Candidate:
     body, _, reason = match.group(2).partition(", reason=")
-    fields = dict(part.split("=", 1) for part in body.split(", "))
+    parts = [part.split("=", 1) for part in body.split(", ")]
+    if any(len(part) != 2 for part in parts):
+        raise HpodError(f"{source}: not a trial log line (expected name=value fields)")
+    fields = dict(parts)
     try:
         arch = {name: int(fields[name]) for name in ARCH_FIELDS[:4]}
         micro, accumulation = fields["batch"].split("x")
@@ -135,6 +158,14 @@ def from_log_line(match: re.Match, source: str) -> Candidate:
     return Candidate(source, state, None if state == TrialState.FAIL else value, params, attrs)
 
 
+def mapping(record: dict, key: str, source: str) -> dict:
+    """A field that must be an object (absent or null: empty)."""
+    value = record.get(key) or {}
+    if not isinstance(value, dict):
+        raise HpodError(f"{source}: {key} must be an object, not {type(value).__name__}")
+    return dict(value)
+
+
 def arch_key(arch: dict, source: str) -> str:
     try:
         return Arch(*(int(arch[name]) for name in ARCH_FIELDS[:4])).key
@@ -143,7 +174,7 @@ def arch_key(arch: dict, source: str) -> str:
 
 
 def parse_state(state, source: str) -> TrialState:
-    if state not in STATES:
+    if not isinstance(state, str) or state not in STATES:
         raise HpodError(f"{source}: state {state!r} is not one of {', '.join(STATES)}")
     return STATES[state]
 
@@ -165,6 +196,16 @@ def check(candidate: Candidate) -> None:
     """Refuse what no widening can fix: non-finite numbers, values outside a parameter's domain
     (a dropout of 1.5 widened the range and failed the trials sampled from it), a finished trial
     without a value."""
+    arch = candidate.params.get("arch")
+    if not isinstance(arch, str):
+        raise HpodError(f"{candidate.source}: arch is {arch!r}, not an architecture key such as d64-L2-h2-f128")
+    try:
+        Arch.from_key(arch)
+    except HpodError as exc:
+        raise HpodError(f"{candidate.source}: {exc}") from None
+    value = candidate.value
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise HpodError(f"{candidate.source}: the value {value!r} is not a number")
     for name, value in candidate.params.items():
         if name == "arch":
             continue

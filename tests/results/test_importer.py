@@ -234,3 +234,72 @@ def test_a_parameter_value_is_imported_only_inside_its_domain_and_otherwise_noth
         assert not (finite and valid(value)) and len(study_of(job).trials) == before
     else:
         assert code == 0 and finite and (valid(value) or name == "epochs"), err
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+EXPORT_KEYS = ("number", "state", "arch", "val_loss", "learning_rate", "dropout", "epochs", "d_model", "pauses")
+LEGACY_KEYS = ("trial_number", "value", "state", "params", "architecture", "user_attrs")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    records=st.lists(
+        st.dictionaries(st.sampled_from(EXPORT_KEYS + LEGACY_KEYS) | st.text(max_size=5), JSON_VALUES, max_size=6),
+        min_size=1,
+        max_size=3,
+    )
+    | JSON_VALUES
+)
+def test_any_json_file_is_imported_or_refused_in_one_line_and_a_refusal_adds_nothing(job, tmp_path, records):
+    path = write(tmp_path, "generated.json", records)
+    before = len(study_of(job).trials)
+    code, _, err = job("import", "1", path)
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.startswith("Error: ") and err.count("\n") == 1, err
+        assert len(study_of(job).trials) == before
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.from_regex(r"Trial [0-9]{1,3}: [a-z_=, 0-9.x/-]{0,60}", fullmatch=True), min_size=1, max_size=3)
+)
+def test_any_log_file_is_imported_or_refused_in_one_line(job, tmp_path, lines):
+    path = tmp_path / "generated.log"
+    path.write_text("\n".join(lines) + "\n")
+    code, _, err = job("import", "1", str(path))
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.startswith("Error: ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ([{"number": 0, "state": "COMPLETE", "arch": [1, 2], "val_loss": 0.5}], "arch is [1, 2], not an architecture"),
+        ([{"number": 0, "state": "COMPLETE", "arch": IN_GRID.key, "val_loss": "0.5"}], "the value '0.5' is not"),
+        ([{"number": 0, "state": "PRUNED", "val_loss": 0.5}], "arch is None"),
+        (legacy(1, IN_GRID) | {"user_attrs": {"learning_curve": [{"epoch": "x", "val_loss": 0.5}]}}, "learning_curve"),
+        (legacy(1, IN_GRID) | {"value": "abc"}, "the value 'abc' is not a number"),
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("Trial 5: garbage\n", "not a trial log line"),
+    ],
+)
+def test_records_that_ended_in_a_traceback_are_refused_in_one_line(job, tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    code, _, err = job("import", "1", str(path))
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_optunas_own_trial_records_import(job, tmp_path):
+    """`number`, `state`, `value`, `params` got a misleading "needs a finite value, not None"."""
+    record = {"number": 3, "state": "COMPLETE", "value": 0.41, "params": {"arch": IN_GRID.key, "learning_rate": 2e-4}}
+    code, out, err = job("import", "1", write(tmp_path, "optuna.json", [record]))
+    assert code == 0 and out.startswith("imported 1 trials"), err
+    [trial] = [t for t in study_of(job).trials if "import_key" in t.user_attrs]
+    assert trial.value == 0.41 and trial.params["learning_rate"] == 2e-4 and trial.user_attrs["original_number"] == 3
