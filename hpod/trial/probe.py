@@ -6,6 +6,7 @@ cached per (architecture, device, data shape) in the state directory.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import re
@@ -161,8 +162,13 @@ class ChoiceCache:
         return None if entry is None else Choice(**entry)
 
     def put(self, key: str, choice: Choice) -> None:
-        text = json.dumps(self.read() | {key: asdict(choice)}, indent=1, sort_keys=True)
-        checkpoint_io.write_atomic(self.path, lambda f: f.write(text.encode()))
+        """Add a choice; read, update and replace under an exclusive lock, so that workers
+        probing at once keep each other's choices."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_name(self.path.name + ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            text = json.dumps(self.read() | {key: asdict(choice)}, indent=1, sort_keys=True)
+            checkpoint_io.write_atomic(self.path, lambda f: f.write(text.encode()))
 
 
 def measure(job_file: str | None, horizon: int, key: str, micro_batch: int, device: str = "cpu") -> dict:
