@@ -89,6 +89,7 @@ class SearchSpec:
     pruner: str = "hyperband"  # none | median | hyperband
     max_failures: int = 5  # consecutive failed trials that stop a study
     final_seeds: int = 3  # when the search ends, retrain its best with this many more seeds (0: none)
+    max_crashes: int = 3  # deaths of the daemon holding the job (kill -9, OOM, power) before it fails
 
     def __post_init__(self) -> None:
         _check(self.n_trials >= 1, f"search.n_trials must be >= 1 but got {self.n_trials}")
@@ -107,6 +108,7 @@ class SearchSpec:
         _check(self.epochs and min(self.epochs) >= 1, "search.epochs must be positive integers")
         _check(self.max_failures >= 1, f"search.max_failures must be >= 1 but got {self.max_failures}")
         _check(self.final_seeds >= 0, f"search.final_seeds cannot be negative but got {self.final_seeds}")
+        _check(self.max_crashes >= 1, f"search.max_crashes must be >= 1 but got {self.max_crashes}")
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ TEST_JOB = """
 name: daemon
 grid: {{d_model: [16, 32], n_layers: [1, 2], n_heads: [2], d_ff_mult: [2], tolerance: 0.5}}
 search: {{n_trials: 2, n_startup_trials: 2, epochs: [{epochs}], pruner: none, warmup_steps: [10, 20, 10],
-         forced_extremes: false, final_seeds: {seeds}}}
+         forced_extremes: false, final_seeds: {seeds}, max_crashes: {crashes}}}
 train: {{patience: 20}}
 """
 
 
-def write_job(directory: Path, epochs: int, seeds: int = 0) -> str:
-    path = directory / f"job-{epochs}-{seeds}.yaml"
-    path.write_text(TEST_JOB.format(epochs=epochs, seeds=seeds))
+def write_job(directory: Path, epochs: int, seeds: int = 0, crashes: int = 3) -> str:
+    path = directory / f"job-{epochs}-{seeds}-{crashes}.yaml"
+    path.write_text(TEST_JOB.format(epochs=epochs, seeds=seeds, crashes=crashes))
     return str(path)
 
 

@@ -80,6 +80,9 @@ MIGRATIONS = (
     """
     ALTER TABLE jobs ADD COLUMN baseline_value REAL;    -- the constant predictor's val loss, beside best_value
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;  -- times its holder died holding it
+    """,
 )
 
 
@@ -164,7 +167,7 @@ class Queue:
             cursor = conn.execute(
                 """
                 UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1,
-                    started = coalesce(started, ?)
+                    started = coalesce(started, ?), crashes = crashes + (state = 'running')
                 WHERE id = (
                     SELECT id FROM jobs
                     WHERE state IN ('queued', 'interrupted') OR (state = 'running' AND lease_until < ?)
@@ -276,7 +279,7 @@ class Queue:
             for job_id, owner in dead:
                 conn.execute(
                     "UPDATE jobs SET state = CASE control WHEN 'pause' THEN 'paused' WHEN 'cancel' THEN 'cancelled' "
-                    "ELSE 'interrupted' END, control = NULL, owner = NULL, lease_until = NULL "
+                    "ELSE 'interrupted' END, control = NULL, owner = NULL, lease_until = NULL, crashes = crashes + 1 "
                     "WHERE id = ? AND owner = ?",
                     (job_id, owner),
                 )

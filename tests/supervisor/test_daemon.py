@@ -6,7 +6,17 @@ import sqlite3
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import hpod, job_field, running_worker, start_daemon, status, study, wait_for, write_job
+from tests.helpers import (
+    hpod,
+    job_field,
+    process_gone,
+    running_worker,
+    start_daemon,
+    status,
+    study,
+    wait_for,
+    write_job,
+)
 
 STUDY = "daemon-20K-h1"
 
@@ -195,3 +205,22 @@ def test_a_memory_floor_above_free_ram_pauses_the_running_trial_and_status_says_
 def test_a_bad_guard_setting_is_refused_in_one_line(state):
     result = hpod(state, "daemon", "--until-idle", "--guard", "cpu_temp=80")
     assert result.returncode == 2 and result.stderr.strip() == "Error: unknown key guard.cpu_temp"
+
+
+def test_a_job_whose_daemon_keeps_dying_fails_with_the_reason_instead_of_looping(state, tmp_path):
+    """systemd restarts a killed daemon; one that dies on the same job each time must not loop."""
+    enqueue(state, write_job(tmp_path, epochs=30, crashes=2))
+    pids = set()
+    for _ in range(2):
+        daemon = start_daemon(state)
+        _, pid = wait_for(
+            lambda: (found := running_worker(state, STUDY)) and found[1] not in pids and found, what="a new worker"
+        )
+        pids.add(pid)
+        daemon.kill()
+        daemon.wait()
+        wait_for(lambda pid=pid: process_gone(pid), timeout=10, what="the worker to exit")
+    assert job_field(state, "crashes") == 1  # the second death is counted when the job is next claimed
+    finish(start_daemon(state, "--until-idle"))
+    [job] = status(state)["jobs"]
+    assert job["state"] == "failed" and "died 2 times" in job["last_error"], job

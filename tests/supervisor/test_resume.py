@@ -48,7 +48,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_to_resu
 @pytest.mark.slow
 def test_a_study_survives_ten_daemon_kills_without_losing_or_doubling_a_trial(tmp_path):
     state, rng = tmp_path / "state", random.Random(20261126)
-    job_file = write_job(tmp_path, epochs=3)
+    job_file = write_job(tmp_path, epochs=3, crashes=20)  # ten deaths of its daemon, on purpose
     result = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", job_file, "--trials", "12")
     assert result.returncode == 0, result.stderr
     kills = []
