@@ -1,5 +1,6 @@
 import configparser
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -70,3 +71,17 @@ def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process(monkeypatch
     assert watchdog_interval_s() == 5.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert watchdog_interval_s() is None
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
+def test_the_system_unit_is_hardened_to_an_exposure_of_3_5_or_less_and_keeps_gpus_and_network():
+    unit = ROOT / "systemd" / "hpod.service"
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    exposure = re.search(r"Overall exposure level for hpod.service: ([0-9.]+)", result.stdout)
+    assert exposure is not None, result.stdout[-2000:] + result.stderr[-2000:]
+    assert float(exposure.group(1)) <= 3.5, result.stdout
+    text = unit.read_text()
+    assert "DeviceAllow=char-nvidia-frontend rw" in text and "\nPrivateDevices=" not in text  # GPUs stay visible
+    assert re.search(r"RestrictAddressFamilies=.*AF_INET6", text)  # a PostgreSQL storage on another host
