@@ -242,7 +242,8 @@ class Queue:
         return self.rows("SELECT * FROM jobs ORDER BY id")
 
     def job(self, job_id: int) -> dict:
-        rows = self.rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        """The job's row; an error names a job that does not exist (SQLite ids fit in 63 bits)."""
+        rows = self.rows("SELECT * FROM jobs WHERE id = ?", (job_id,)) if 0 < job_id < 2**63 else []
         if not rows:
             raise HpodError(f"no job {job_id}")
         return rows[0]
