@@ -236,7 +236,7 @@ def parse_job(text: str, *, source: str = "<job>", default_name: str = "job") ->
         raise HpodError(f"job file {source}: expected a mapping of sections at the top level")
     unknown = set(raw) - set(_SECTIONS) - {"name"}
     if unknown:
-        raise HpodError(f"job file {source}: unknown section {sorted(unknown)[0]!r}")
+        raise HpodError(f"job file {source}: unknown section {sorted(map(str, unknown))[0]!r}")
     try:
         sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()}
     except HpodError as exc:
@@ -268,7 +268,8 @@ def _build(cls: type, values: dict, section: str):
     hints = typing.get_type_hints(cls)
     unknown = set(values) - set(hints)
     if unknown:
-        raise HpodError(f"unknown key {section}.{sorted(unknown)[0]}")
+        name = f"{section}.{sorted(map(str, unknown))[0]}"
+        raise HpodError(f"unknown key {name if name.isprintable() else repr(name)}")
     kwargs = {key: _coerce(value, hints[key], f"{section}.{key}") for key, value in values.items()}
     return cls(**kwargs)
 

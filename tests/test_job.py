@@ -3,6 +3,8 @@ import re
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hpod.errors import HpodError
 from hpod.job import JobSpec, load_job, parse_job
@@ -82,3 +84,42 @@ def test_a_job_file_that_is_not_utf8_is_one_line(tmp_path):
     path.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(HpodError, match="not UTF-8 text"):
         load_job(path)
+
+
+SECTION_KEYS = {
+    "data": ("target", "context", "patch_len", "split", "date_format", "features", "min_val_samples"),
+    "grid": ("d_model", "n_layers", "n_heads", "tolerance"),
+    "search": ("n_trials", "learning_rate", "warmup_steps", "epochs", "pruner", "final_seeds", "max_crashes"),
+    "train": ("patience", "min_delta", "device", "max_epochs", "revin"),
+    "guard": ("cpu_temp_c", "hold_s", "memory_margin"),
+}
+YAML_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
+    max_leaves=6,
+)
+
+
+@st.composite
+def job_documents(draw) -> object:
+    sections = {
+        name: draw(st.dictionaries(st.sampled_from(keys) | st.text(max_size=4), YAML_VALUES, max_size=3))
+        for name, keys in SECTION_KEYS.items()
+        if draw(st.booleans())
+    }
+    extra = draw(st.dictionaries(st.sampled_from(["name", "nme"]) | st.text(max_size=4), YAML_VALUES, max_size=2))
+    return draw(st.sampled_from([sections | extra, [sections], "text", None, 7]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(document=job_documents())
+def test_any_job_file_is_read_or_refused_in_one_line_naming_the_file(document):
+    """Generated job files: a JobSpec, or one HpodError line naming the file; never a traceback."""
+    text = yaml.safe_dump(document)
+    try:
+        job = parse_job(text, source="gen.yaml")
+    except HpodError as exc:
+        message = str(exc)
+        assert message.startswith("job file gen.yaml: ") and "\n" not in message, message
+        return
+    assert job.text == text and job.search.n_trials >= 1
