@@ -331,29 +331,10 @@ def export(job, fmt, output, state_dir, storage) -> None:
 @state_dir_option
 def import_(job_id, files, exclude_arch, state_dir) -> None:
     """Add prior trials (hpod JSON export, trial_NNNN.json files, hpod log files) to a job's study."""
-    from hpod.results.importer import import_trials, load_candidates, summary
-    from hpod.study.plan import best_trial, finished_count, open_study
-    from hpod.supervisor.job_row import plan_from_row
-    from hpod.trial.grid import Arch
+    from hpod.supervisor.job_row import import_into_job
 
     quiet_optuna()
-    state = StateDir.resolve(state_dir)
-    queue = Queue.existing(state)
-    row = queue.job(job_id)
-    plan = plan_from_row(row)
-    for key in exclude_arch:
-        Arch.from_key(key)
-    candidates = load_candidates([Path(f) for f in files])  # a refusal opens and writes nothing
-    study = open_study(plan, open_storage(state.storage_url(row["storage"])))
-    outcome = import_trials(study, plan, candidates, set(exclude_arch))
-    best = best_trial(study)
-    queue.refresh_summary(
-        job_id,
-        finished_count(study),
-        None if best is None else best.value,
-        None if best is None else best.params["arch"],
-    )
-    for line in summary(outcome):
+    for line in import_into_job(StateDir.resolve(state_dir), job_id, [Path(f) for f in files], set(exclude_arch)):
         click.echo(line)
 
 

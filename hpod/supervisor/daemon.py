@@ -23,13 +23,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from hpod.errors import HpodError
 from hpod.guard.sensors import Readings, default_readers, read_all
-from hpod.job import parse_job
 from hpod.records import BASELINES, TrialLog
 from hpod.state import StateDir, open_storage
 from hpod.study.plan import StudyPlan, best_trial, finished_count, open_study
 from hpod.study.seeds import open_seed_study
 from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch, describe_exit
-from hpod.supervisor.job_row import plan_from_row
+from hpod.supervisor.job_row import check_crashes, plan_from_row
 from hpod.supervisor.liveness import is_dead, process_id
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.systemd import notify, watchdog_interval_s
@@ -354,15 +353,4 @@ class Daemon:
             baseline_value=study.user_attrs.get(BASELINES, {}).get("constant", {}).get("val_loss"),
             current_trial=None,
             current_epoch=None,
-        )
-
-
-def check_crashes(row: dict) -> None:
-    """A job whose daemon died holding it `search.max_crashes` times fails, rather than bring a
-    restarted daemon (systemd's Restart=) back into the same crash forever."""
-    limit = parse_job(row["job_text"], source=row["study_name"]).search.max_crashes
-    if row["crashes"] >= limit:
-        raise HpodError(
-            f"the daemon holding job {row['id']} died {row['crashes']} times (search.max_crashes is {limit}); "
-            "failed so that restarts do not loop; re-enqueue it with --force to try again"
         )

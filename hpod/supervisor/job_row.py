@@ -1,4 +1,5 @@
-"""What a queued job holds, and the study plan it stands for.
+"""What a queued job holds, the study plan it stands for, what may be imported into it, and when
+its daemon's deaths fail it.
 
 A job keeps its job file's text as it was at enqueue time, its data file's absolute path and
 checksum, and the command-line overrides, so later edits of jobs/ or a different working
@@ -15,10 +16,14 @@ from pathlib import Path
 
 from hpod.errors import HpodError
 from hpod.job import JobSpec, parse_job
+from hpod.results.importer import import_trials, load_candidates, summary
+from hpod.state import StateDir, open_storage
 from hpod.study.budget import format_budget
-from hpod.study.plan import StudyPlan, plan_study
+from hpod.study.plan import StudyPlan, best_trial, finished_count, open_study, plan_study
+from hpod.supervisor.queue import Queue
 from hpod.trial.data import bundled_path, data_shape, load_dataset
 from hpod.trial.device import pick_device
+from hpod.trial.grid import Arch
 from hpod.trial.memory import job_limit, require_feasible
 
 log = logging.getLogger(__name__)
@@ -108,3 +113,31 @@ def plan_from_row(row: dict) -> StudyPlan:
         raise HpodError(f"data file {path} changed since job {row['id']} was queued (sha256 differs)")
     excluded = frozenset(json.loads(row["dropped_archs"] or "[]"))
     return dataclasses.replace(plan_study(job, row["budget"], row["horizon"]), excluded=excluded)
+
+
+def check_crashes(row: dict) -> None:
+    """A job whose daemon died holding it `search.max_crashes` times fails, rather than bring a
+    restarted daemon (systemd's Restart=) back into the same crash forever."""
+    limit = parse_job(row["job_text"], source=row["study_name"]).search.max_crashes
+    if row["crashes"] >= limit:
+        raise HpodError(
+            f"the daemon holding job {row['id']} died {row['crashes']} times (search.max_crashes is {limit}); "
+            "failed so that restarts do not loop; re-enqueue it with --force to try again"
+        )
+
+
+def import_into_job(state: StateDir, job_id: int, paths: list[Path], exclude: set[str]) -> list[str]:
+    """Prior trials into a queued job's study (`hpod import`); returns the summary lines. Every
+    file is checked before the study is opened, so a refusal writes nothing."""
+    queue = Queue.existing(state)
+    row = queue.job(job_id)
+    plan = plan_from_row(row)
+    for key in exclude:
+        Arch.from_key(key)
+    candidates = load_candidates(paths)
+    study = open_study(plan, open_storage(state.storage_url(row["storage"])))
+    outcome = import_trials(study, plan, candidates, exclude)
+    best = best_trial(study)
+    arch = None if best is None else best.params["arch"]
+    queue.refresh_summary(job_id, finished_count(study), None if best is None else best.value, arch)
+    return summary(outcome)
