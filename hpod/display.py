@@ -61,8 +61,8 @@ def report_table(cells: list[Cell]) -> Table:
     )
     columns = ("job", "budget", "h", "val loss", "constant", "linear", "val skill", "test loss", "test skill",
                "params", "arch", "trials c/p/f of target", "val samples")  # fmt: skip
-    for name in columns:
-        table.add_column(name, justify="left" if name in ("job", "arch") else "right")
+    for name in columns:  # numbers and keys are never cut: other columns wrap first
+        table.add_column(name, justify="left" if name in ("job", "arch") else "right", no_wrap=name == "arch")
     for c in cells:
         b = c.best or {}
         val, test = c.skill.get("val", {}), c.skill.get("test", {})
