@@ -23,7 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from hpod.errors import HpodError
 from hpod.guard.sensors import Readings, default_readers, read_all
-from hpod.records import BASELINES, TrialLog
+from hpod.records import BASELINES
 from hpod.state import StateDir, open_storage
 from hpod.study.plan import StudyPlan, best_trial, finished_count, open_study
 from hpod.study.seeds import open_seed_study
@@ -34,7 +34,6 @@ from hpod.supervisor.queue import Queue
 from hpod.supervisor.systemd import notify, watchdog_interval_s
 from hpod.supervisor.trials import check_failures, fail_trial, orphaned_trials, wait_for_old_workers
 from hpod.supervisor.window import Window
-from hpod.trial import checkpoint as checkpoint_io
 
 log = logging.getLogger(__name__)
 STOP_EXTEND_USEC = 5 * 60 * 1_000_000  # ask systemd for time to finish a step and checkpoint
@@ -331,16 +330,8 @@ class Daemon:
         if watch.number is not None:
             state = study.get_trials(deepcopy=False)[watch.number].state
             if state == optuna.trial.TrialState.RUNNING:
-                self.record_killed(study, fail_trial(study, watch.number, reason))
+                fail_trial(study, watch.number, reason, self.state)
         return TrialOutcome(watch.number, "FAIL", reason)
-
-    def record_killed(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """A worker killed outright (the OOM killer's SIGKILL) wrote no log line and left its
-        checkpoints, tens of GB at 2B: write the one, drop the others (a failed trial is never
-        resumed, nor the best)."""
-        TrialLog(self.state.logs / f"{study.study_name}.log")(study, trial)
-        for path in (checkpoint_io.resume_path, checkpoint_io.best_path):
-            path(self.state.checkpoints, study.study_name, trial.number).unlink(missing_ok=True)
 
     def record_progress(self, row: dict, study: optuna.Study) -> None:
         best = best_trial(study)

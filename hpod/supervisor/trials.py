@@ -13,10 +13,12 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpod.errors import HpodError
-from hpod.records import WORKER
+from hpod.records import WORKER, TrialLog
+from hpod.state import StateDir
 from hpod.study.objective import Objective
 from hpod.study.plan import finished_count
 from hpod.supervisor.liveness import is_dead, is_remote, process_id
+from hpod.trial import checkpoint as checkpoint_io
 from hpod.trial.train import Interrupted
 
 log = logging.getLogger(__name__)
@@ -73,11 +75,17 @@ def orphaned_trials(study: optuna.Study) -> list[int]:
     return [t.number for t in running if is_dead(t.user_attrs.get(WORKER))]
 
 
-def fail_trial(study: optuna.Study, number: int, reason: str) -> FrozenTrial:
-    """Record a RUNNING trial whose worker died as failed, with the reason."""
+def fail_trial(study: optuna.Study, number: int, reason: str, state: StateDir) -> FrozenTrial:
+    """Record a RUNNING trial whose worker died as failed, with the reason. A worker killed
+    outright (the OOM killer's SIGKILL) wrote no log line and left its checkpoints, tens of GB at
+    2B: write the one, drop the others (a failed trial is never resumed, nor the best)."""
     trial = reopen_trial(study, number)
     trial.set_user_attr("fail_reason", reason)
-    return study.tell(trial, state=TrialState.FAIL)
+    frozen = study.tell(trial, state=TrialState.FAIL)
+    TrialLog(state.logs / f"{study.study_name}.log")(study, frozen)
+    for path in (checkpoint_io.resume_path, checkpoint_io.best_path):
+        path(state.checkpoints, study.study_name, number).unlink(missing_ok=True)
+    return frozen
 
 
 def run_study(
