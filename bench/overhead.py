@@ -5,7 +5,7 @@ full queue.
     python bench/overhead.py [--smoke]
 
 The daemon path is the real `Daemon.run` (claim, lease, scheduler, study, orphan check, trial
-log with fsync, progress in the queue) with `supervise` running each trial in-process on a
+log with fsync, progress in the queue) with `start_worker` running each trial in-process on a
 trivial objective, so what is measured is bookkeeping, not training. The worker process, which
 the real daemon starts per trial for isolation, is measured on its own.
 """
@@ -31,8 +31,10 @@ from hpod.state import StateDir, open_storage
 from hpod.study.plan import distributions, suggest
 from hpod.supervisor.daemon import Daemon, DaemonOptions
 from hpod.supervisor.handle import TrialOutcome
+from hpod.supervisor.held_job import HeldJob
 from hpod.supervisor.job_row import plan_from_row, prepare_jobs
 from hpod.supervisor.queue import Queue
+from hpod.supervisor.slots import Slot
 from hpod.supervisor.trials import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,13 +57,18 @@ class TrivialObjective:
 
 
 class InProcessDaemon(Daemon):
-    def supervise(self, row: dict, study: optuna.Study, resume: int | None, phase: str = "search") -> TrialOutcome:
+    """The real daemon loop (claim, lease, held job, target, progress), with each trial run in
+    this process on the trivial objective instead of in a worker."""
+
+    def start_worker(self, job: HeldJob, task: tuple[str, int | None], slot: Slot) -> None:
+        phase, resume = task
         if phase == "evaluate":  # a worker's evaluation of val and test: not per-trial bookkeeping
-            return TrialOutcome(None, "EVALUATED")
-        plan = plan_from_row(row)
-        log = TrialLog(self.state.logs / f"{plan.name}.log")
-        trial = run_trial(study, TrivialObjective(plan), [log], resume)
-        return TrialOutcome(trial.number, trial.state.name)
+            job.record(TrialOutcome(None, "EVALUATED"))
+            return
+        log = TrialLog(self.state.logs / f"{job.plan.name}.log")
+        trial = run_trial(job.study, TrivialObjective(job.plan), [log], resume, target=job.target)
+        job.record(TrialOutcome(trial.number, trial.state.name))
+        self.record_progress(job)
 
 
 def daemon_per_trial(trials: int, root: Path) -> float:

@@ -24,7 +24,7 @@ from hpod.errors import HpodError
 from hpod.state import StateDir, open_storage
 from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
 from hpod.supervisor.queue import Queue
-from hpod.supervisor.status import collect, job_status, machine_line, status_table
+from hpod.supervisor.status import collect, hosts_table, job_status, machine_line, status_table
 
 # Piped output (logs, CI) gets room for the trial table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
@@ -138,14 +138,17 @@ def enqueue(
 @json_option
 @click.option("--all", "show_all", is_flag=True, help="every job in the table, not just the first queued and last done")
 @state_dir_option
-def status(as_json, show_all, state_dir) -> None:
+@click.option("--storage", help="also every study on this shared storage, with each host's trials")
+def status(as_json, show_all, state_dir, storage) -> None:
     """Jobs, their progress and best results, and the machine."""
     state = StateDir.resolve(state_dir)
-    data = collect(Queue(state.queue_db) if state.queue_db.exists() else None)
+    data = collect(Queue(state.queue_db) if state.queue_db.exists() else None, storage)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     console.print(status_table(data, show_all))
+    if data.get("hosts"):
+        console.print(hosts_table(data["hosts"]))
     console.print(machine_line(data))
 
 
@@ -184,17 +187,28 @@ def show(job_id, as_json, state_dir) -> None:
               help="seconds without progress after which a trial is killed and failed")  # fmt: skip
 @click.option("--guard", "guard", multiple=True, metavar="KEY=VALUE",
               help="override a job's guard setting for every trial, e.g. cpu_temp_c=80 (repeatable)")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+              help="trials run at once, each in its own worker")  # fmt: skip
+@click.option("--devices", help="the workers' devices in turn, e.g. cuda:0,cuda:1 (default: each GPU, else the CPU)")
+@click.option("--host", help="this host's name on a shared storage (default: $HPOD_HOST or the hostname)")
+@click.option("--host-grace", type=FiniteRange(min=1, max=7 * 24 * 3600), default=600, show_default=True,
+              help="seconds after which another host's silent trial is failed")  # fmt: skip
 @state_dir_option
-def daemon(until_idle, window, hang_timeout, guard, state_dir) -> None:
+def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host_grace, state_dir) -> None:
     """Work through the queue (what systemd starts)."""
     from hpod.job import GuardSpec, guard_overrides
     from hpod.supervisor.daemon import Daemon, DaemonOptions
+    from hpod.supervisor.liveness import HOST_VAR
+    from hpod.supervisor.slots import parse_devices
     from hpod.supervisor.window import Window
 
     quiet_optuna()
     run_window = None if window is None else Window.parse(window)
     guard_overrides(GuardSpec(), guard)  # a bad setting fails here, not in every trial
-    options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout, guard=guard)
+    if host is not None:
+        os.environ[HOST_VAR] = host  # the workers inherit it
+    slots = {"workers": workers, "devices": parse_devices(devices), "host_grace_s": host_grace}
+    options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout, guard=guard, **slots)
     sys.exit(Daemon(StateDir.resolve(state_dir).create(), options).run())
 
 

@@ -21,6 +21,8 @@ BASELINES = "baselines"  # baseline name -> {val_loss, test_loss} (results/basel
 TEST_EVALUATION = "test_evaluation"  # what the evaluation measured at the study's end (results/evaluation.py)
 # Trial user attrs (with ARCH_FIELDS, "seed", "epochs_run", "learning_curve", ... below)
 WORKER = "worker"  # host:pid:start time of the process running the trial
+SURPLUS = "surplus"  # a trial that yielded because the study's target was already met or running
+BEAT = "beat"  # when the trial's worker last said it is alive (time.time()), for other hosts
 WARMUP_EPOCHS = "warmup_epochs"  # the epochs its warm-up spans, rounded up
 
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")

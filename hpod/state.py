@@ -73,8 +73,22 @@ def open_storage(url: str):
         try:
             return optuna.storages.RDBStorage(url)
         except Exception as exc:  # SQLAlchemy's URL, driver and connection errors share no base
-            raise HpodError(f"storage {url!r} cannot be opened ({type(exc).__name__}: {str(exc)[:200]})") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise HpodError(
+                f"storage {shown_url(url)!r} cannot be opened ({type(exc).__name__}: {first[:200]})"
+            ) from None
     lock_path = Path(url.removeprefix("sqlite:///") + ".lock")
     with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+
+
+def shown_url(url: str) -> str:
+    """The URL as messages may show it: a password in it is masked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy can parse: nothing in it to hide
+        return url

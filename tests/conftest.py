@@ -36,3 +36,16 @@ def fast_job(tiny_job) -> JobSpec:
 def isolated_home(monkeypatch, tmp_path):
     """No test reads or writes the developer's own state directory."""
     monkeypatch.setenv("HPOD_HOME", str(tmp_path / "home-state"))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    from tests.postgres import cluster
+
+    yield from cluster()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster) -> str:
+    """A fresh database on the session's throwaway PostgreSQL."""
+    return postgres_cluster.new_database()

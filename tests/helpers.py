@@ -40,6 +40,20 @@ def start_daemon(state: Path, *args: str, env: dict | None = None) -> subprocess
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
+def enqueue(state: Path, job_file: str, *args: str) -> list[int]:
+    """Queue the test job at 20K and h1 (unless args say otherwise); the new job ids."""
+    result = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", job_file, *args)
+    assert result.returncode == 0, result.stderr
+    return [int(line.split()[0]) for line in result.stdout.splitlines()]
+
+
+def finish(daemon: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for a daemon to exit 0; its output."""
+    out, _ = daemon.communicate(timeout=timeout)
+    assert daemon.returncode == 0, out
+    return out
+
+
 def status(state: Path) -> dict:
     result = hpod(state, "status", "--json")
     assert result.returncode == 0, result.stderr

@@ -14,6 +14,7 @@ EXPECTED = {
     "throughput.py": ("dense matmul", "ratio"),
     "pruning.py": ("compute ratio (epochs, none / hyperband)", "best-loss difference"),
     "overhead.py": ("hpod daemon path", "ratio", "hpod status with"),
+    "parallel.py": ("trials per hour", "workers x 1 thread", "PostgreSQL"),
 }
 
 

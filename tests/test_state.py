@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import stat
 
-from hpod.state import StateDir
+import pytest
+
+from hpod.errors import HpodError
+from hpod.state import StateDir, open_storage
 from tests.conftest import TINY_JOB
 from tests.helpers import hpod
 
@@ -35,3 +38,11 @@ def test_a_state_directory_under_a_regular_file_is_one_line_exit_2(tmp_path):
         result = hpod(blocker / "state", *args)
         assert result.returncode == 2 and result.stderr.startswith("Error: state directory"), result.stderr
         assert result.stderr.count("\n") == 1
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(tmp_path):
+    url = f"postgresql+psycopg://hpod:s3cret@/nothing?host={tmp_path}"
+    with pytest.raises(HpodError) as caught:
+        open_storage(url)
+    message = str(caught.value)
+    assert "cannot be opened" in message and "s3cret" not in message and "\n" not in message

@@ -52,12 +52,15 @@ class Objective:
         choices: ChoiceCache | None = None,  # micro-batch choices kept across trials and processes
         probe: Probe = probe_steps,
         seed_offset: int = 0,  # added to each trial's training seed (seed runs use their own)
+        device: str | None = None,  # a worker slot's device; None: the job's train.device
+        memory_share: float = 1.0,  # of the memory limit, when workers share the device
     ):
         self.plan, self.dataset, self.sampler = plan, dataset, sampler
         self.on_epoch, self.after_step, self.checkpoints = on_epoch, after_step, checkpoints
         self.guard, self.choices, self.probe, self.seed_offset = guard, choices, probe, seed_offset
         self.params_by_key = {e.arch.key: e.params for e in plan.grid}
-        self.device = pick_device(plan.job.train.device)
+        self.device = pick_device(plan.job.train.device if device is None else device)
+        self.memory_share = memory_share
 
     def __call__(self, trial: Trial) -> float:
         widened = trial.study.user_attrs.get(WIDENED)
@@ -108,7 +111,7 @@ class Objective:
 
     def micro_batch(self, trial: Trial, arch: Arch, model_config: ModelConfig, config: TrainConfig) -> int:
         """The cached choice for this architecture on this device and data, or a new one, probed."""
-        limit = job_limit(self.plan.job.guard, self.device)
+        limit = job_limit(self.plan.job.guard, self.device, self.memory_share)
         key = ChoiceCache.key(arch, self.device, model_config, config.effective_batch)
         choice = None if self.choices is None else self.choices.get(key)
         if choice is None or choice.predicted > limit.bytes:

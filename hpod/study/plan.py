@@ -83,12 +83,13 @@ def suggest(trial: Trial, name: str, dist: BaseDistribution):
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage, salt: str = "") -> optuna.Study:
     """Create the study or load it; a new one gets its metadata and forced extreme trials.
 
     The sampler is seeded from the study, the job's seed and the number of trials already
     started, so a process that reopens the study (each trial's worker does) does not replay
-    earlier draws, and studies of different budgets do not share theirs."""
+    earlier draws, and studies of different budgets do not share theirs; workers that start
+    trials at once, on one host or several, pass distinct salts so as not to draw alike."""
     study = optuna.create_study(
         storage=storage,
         study_name=plan.name,
@@ -99,7 +100,7 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage) -> o
     trials = study.get_trials(deepcopy=False)
     search = plan.job.search
     started = sum(t.state != TrialState.WAITING for t in trials)
-    seed = zlib.crc32(f"{plan.name}:{search.seed}:{started}".encode())
+    seed = zlib.crc32(f"{plan.name}:{search.seed}:{started}{salt}".encode())
     tpe = optuna.samplers.TPESampler(n_startup_trials=search.n_startup_trials, seed=seed)
     study.sampler = VariationSampler(tpe, search, plan.excluded)
     if not trials and not study.user_attrs:

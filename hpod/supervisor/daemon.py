@@ -1,9 +1,12 @@
-"""The daemon: a supervisor that works through the queue, one trial process at a time.
+"""The daemon: a supervisor that works through the queue, running up to `--workers` trials at
+once, each in a worker process it starts and watches, so that a trial which is OOM-killed,
+crashes or hangs fails alone.
 
-It owns the queue, the scheduler, the signals and the machine readings; each trial trains in a
-worker process it starts and watches, so that a trial which is OOM-killed, crashes or hangs
-fails alone. STOP_HPO, `hpod stop`, SIGTERM and SIGINT all stop it gracefully: the worker
-finishes its step, the job is marked interrupted (first in line next time), the daemon exits 0.
+It owns the queue, the scheduler, the signals and the machine readings; each held job
+(held_job.py) says which trial a free slot runs next, and a job with no trial to start lets the
+next job's trials use the slot. STOP_HPO, `hpod stop`, SIGTERM and SIGINT all stop it
+gracefully: the workers finish their step, the jobs are marked interrupted (first in line next
+time), the daemon exits 0.
 """
 
 from __future__ import annotations
@@ -12,32 +15,34 @@ import datetime as dt
 import json
 import logging
 import os
+import select
 import signal
-import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-import optuna
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from hpod.errors import HpodError
 from hpod.guard.sensors import Readings, default_readers, read_all
-from hpod.records import BASELINES
-from hpod.state import StateDir, open_storage
-from hpod.study.plan import StudyPlan, best_trial, finished_count, open_study
-from hpod.study.seeds import open_seed_study
-from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch, describe_exit
-from hpod.supervisor.job_row import check_crashes, plan_from_row
-from hpod.supervisor.liveness import is_dead, process_id
+from hpod.state import StateDir
+from hpod.supervisor.handle import TrialProcess, WorkerWatch, judge
+from hpod.supervisor.held_job import DONE, HeldJob, Running, Verdict, failure
+from hpod.supervisor.hosts import DEFAULT_GRACE_S, fail_silent_trials
+from hpod.supervisor.job_row import check_crashes
+from hpod.supervisor.liveness import host_name, is_dead, process_id
 from hpod.supervisor.queue import Queue
+from hpod.supervisor.slots import Slot, make_slots
 from hpod.supervisor.systemd import notify, watchdog_interval_s
-from hpod.supervisor.trials import check_failures, fail_trial, orphaned_trials, wait_for_old_workers
+from hpod.supervisor.trials import fail_if_running
 from hpod.supervisor.window import Window
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 STOP_EXTEND_USEC = 5 * 60 * 1_000_000  # ask systemd for time to finish a step and checkpoint
 CONTROL_CHECK_S = 2.0
+SILENCE_CHECK_S = 15.0  # how often a held study is searched for trials of silent hosts
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,9 @@ class DaemonOptions:
     readings_s: float = 10.0
     window: Window | None = None  # outside it, trials pause between steps
     guard: tuple[str, ...] = ()  # KEY=VALUE overrides of the jobs' guard settings
+    workers: int = 1  # trials run at once
+    devices: Sequence[str] | None = None  # the slots' devices in turn (default: see slots.make_slots)
+    host_grace_s: float = DEFAULT_GRACE_S  # another host's trial silent this long is failed
 
 
 class Daemon:
@@ -56,20 +64,26 @@ class Daemon:
         self.state, self.options = state, options
         self.queue = Queue(state.queue_db)
         self.owner = process_id()
+        self.slots = make_slots(options.workers, options.devices)
         self.stop = threading.Event()
-        self.abort = threading.Event()  # a second SIGINT: stop the worker at once
+        self.abort = threading.Event()  # a second SIGINT: stop the workers at once
         self.pause_reasons: dict[str, str] = {}  # the daemon's own: no trial starts or steps
         self.paused_since: float | None = None
-        self.trial_pause: tuple[str, float] | None = None  # the worker's guard: (reason, since)
         self.readers = default_readers()
         self.readings: Readings = {}
-        self.job: dict | None = None
-        self.held_at = time.monotonic()
+        self.held: list[HeldJob] = []  # in claim order: the first gets free slots first
         self.held_lock = threading.Lock()
+        self.controls: dict[int, str | None] = {}
+        self.last_control = 0.0
+        self.queue_empty = False  # the last claim found nothing
 
     @property
     def pause_reason(self) -> str | None:
         return "; ".join(self.pause_reasons.values()) or None
+
+    @property
+    def running(self) -> list[Running]:
+        return [r for job in self.held for r in job.running]
 
     def set_pause(self, name: str, reason: str | None) -> None:
         if reason is None:
@@ -82,10 +96,10 @@ class Daemon:
             self.paused_since = time.time()
 
     def shown_pause(self) -> tuple[str | None, float | None]:
-        """What `hpod status` shows: the daemon's own pause, else the running trial's."""
+        """What `hpod status` shows: the daemon's own pause, else a running trial's."""
         if self.pause_reason is not None:
             return self.pause_reason, self.paused_since
-        return self.trial_pause or (None, None)
+        return next((r.trial_pause for r in self.running if r.trial_pause is not None), (None, None))
 
     def run(self) -> int:
         """Work until stopped (or, with until_idle, until nothing is left); returns the exit code."""
@@ -93,21 +107,13 @@ class Daemon:
         revived = self.queue.interrupt_dead_owners(is_dead)
         if revived:
             log.info("jobs %s were held by a daemon that died; they resume first", revived)
-        self.queue.register_daemon(self.owner, os.getpid(), socket.gethostname())
+        self.queue.register_daemon(self.owner, os.getpid(), host_name())
         scheduler = self.start_scheduler()
         notify("READY=1")
-        log.info("daemon %s started on %s", self.owner, self.state.root)
+        log.info("daemon %s started on %s with %d worker slot(s)", self.owner, self.state.root, len(self.slots))
         try:
-            while not self.stop.is_set():
-                row = None if self.pause_reason else self.queue.claim(self.owner, self.options.lease_s)
-                if row is not None:
-                    self.work_on(row)
-                elif self.options.until_idle and not self.pause_reason:
-                    log.info("queue is empty; exiting")
-                    break
-                else:
-                    self.ping_watchdog()
-                    self.stop.wait(self.options.idle_poll_s)
+            while self.cycle():
+                pass
         finally:
             notify("STOPPING=1")
             scheduler.shutdown(wait=False)
@@ -115,6 +121,25 @@ class Daemon:
             self.state.stop_file.unlink(missing_ok=True)
             log.info("daemon stopped")
         return 0
+
+    def cycle(self) -> bool:
+        """One turn of the loop: watch the workers, settle the jobs, fill free slots; False
+        when the daemon is done."""
+        running = self.running
+        if running:
+            self.watch(running)
+        self.refresh_controls()
+        for job in list(self.held):
+            self.settle(job)
+        started = self.fill_slots()
+        if not self.held and (self.stop.is_set() or (self.queue_empty and self.options.until_idle)):
+            if not self.stop.is_set():
+                log.info("queue is empty; exiting")
+            return False
+        if not running and not started:
+            self.ping_watchdog()
+            self.stop.wait(self.options.idle_poll_s if not self.held else CONTROL_CHECK_S / 4)
+        return True
 
     def install_signals(self) -> None:
         def on_signal(signum, frame) -> None:
@@ -153,9 +178,9 @@ class Daemon:
         self.set_pause("window", None if inside else f"outside the run window {window}")
 
     def heartbeat(self, queue: Queue) -> None:
-        """Extend the current job's lease and tell `hpod status` this daemon is alive."""
-        if not self.extend_lease(queue):
-            log.error("lost the lease on the current job; leaving it to its new holder")
+        """Extend the held jobs' leases and tell `hpod status` this daemon is alive."""
+        if not self.extend_leases(queue):
+            log.error("lost the lease on a held job; leaving it to its new holder")
             self.stop.set()
         self.publish(queue)
 
@@ -163,129 +188,124 @@ class Daemon:
         """This daemon's heartbeat, pause and readings, for `hpod status`."""
         queue.daemon_heartbeat(self.owner, *self.shown_pause(), json.dumps(self.readings))
 
-    def extend_lease(self, queue: Queue) -> bool:
-        """Extend the held job's lease, counting the time since the last extension into its run
+    def extend_leases(self, queue: Queue, jobs: list[HeldJob] | None = None) -> bool:
+        """Extend held jobs' leases, counting the time since the last extension into their run
         time; the scheduler's thread and the main thread both call it, hence the lock."""
+        ok = True
         with self.held_lock:
-            if self.job is None:
-                return True
-            now = time.monotonic()
-            held, self.held_at = now - self.held_at, now
-            return queue.extend(self.job["id"], self.owner, self.options.lease_s, held)
+            for job in self.held if jobs is None else jobs:
+                now = time.monotonic()
+                held, job.held_at = now - job.held_at, now
+                ok = queue.extend(job.id, self.owner, self.options.lease_s, held) and ok
+        return ok
 
     def ping_watchdog(self) -> None:
         if watchdog_interval_s() is not None:
             notify("WATCHDOG=1")
 
-    def work_on(self, row: dict) -> None:
-        """Run one claimed job until it ends or is stopped; the daemon never dies of a job."""
-        with self.held_lock:
-            self.job, self.held_at = row, time.monotonic()
-        log.info("job %d (%s): claimed, attempt %d", row["id"], row["study_name"], row["attempts"])
-        try:
-            check_crashes(row)
-            state, note = self.run_job(row)
-        except HpodError as exc:
-            state, note = "failed", str(exc)
-        except Exception as exc:
-            log.exception("job %d failed", row["id"])
-            state, note = "failed", f"{type(exc).__name__}: {exc}"
-        self.extend_lease(self.queue)
-        self.queue.release(row["id"], self.owner, state, note)
-        with self.held_lock:
-            self.job = None
-        log.info("job %d (%s): %s%s", row["id"], row["study_name"], state, f" ({note})" if note else "")
-
-    def run_job(self, row: dict) -> tuple[str, str | None]:
-        """The search to its target, then the seed runs of its best, then, in a worker too, the
-        evaluation on val and test that the report rests on."""
-        plan = plan_from_row(row)
-        storage = open_storage(self.state.storage_url(row["storage"]))
-        study = open_study(plan, storage)
-        started = time.monotonic()
-        verdict = self.run_phase(row, plan, study, "search", row["n_trials"], started)
-        best = best_trial(study)
-        if verdict == ("done", None) and plan.job.search.final_seeds and best is not None:
-            seeds = open_seed_study(plan, storage, best)
-            verdict = self.run_phase(row, plan, seeds, "seeds", plan.job.search.final_seeds, started)
-        if verdict[0] == "done":
-            outcome = self.supervise(row, study, None, "evaluate")
-            if outcome.state != "EVALUATED":
-                log.warning("%s: evaluation failed (%s); the report lacks its test column", plan.name, outcome.reason)
-        return verdict
-
-    def run_phase(self, row: dict, plan: StudyPlan, study: optuna.Study, phase: str, target: int, started: float):
-        """Trials of `study` in workers until it has `target` finished or the job ends; returns
-        the job's verdict."""
-        wait_for_old_workers(study)
-        failures = 0
-        while True:
-            verdict = self.verdict(row, study, target, time.monotonic() - started)
-            if verdict is not None:
-                return verdict
-            if self.pause_reason:
-                self.ping_watchdog()
-                self.stop.wait(CONTROL_CHECK_S)
+    def fill_slots(self) -> int:
+        """Start a worker in each free slot: the held jobs' next trials first, then a newly
+        claimed job's. Returns how many started; notes whether the queue had nothing to claim."""
+        free = [s for s in self.slots if s not in {r.slot for r in self.running}]
+        started, self.queue_empty = 0, False
+        while free and not self.stop.is_set() and self.pause_reason is None:
+            picked = next(((job, t) for job in self.held if (t := self.guarded(job, job.next_task)) is not None), None)
+            if picked is None:
+                self.queue_empty = self.claim() is None
+                if self.queue_empty:
+                    break
                 continue
-            resume = next(iter(orphaned_trials(study)), None)
-            outcome = self.supervise(row, study, resume, phase)
-            if outcome.state == "ERROR":
-                return "failed", outcome.reason
-            if outcome.state == "INTERRUPTED":
-                continue
-            if phase == "search":
-                self.record_progress(row, study)
-            failures = failures + 1 if outcome.state == "FAIL" else 0
-            check_failures(study.study_name, failures, plan.job.search.max_failures, outcome.reason)
+            self.start_worker(*picked, free.pop(0))
+            started += 1
+        return started
 
-    def verdict(self, row: dict, study: optuna.Study, target: int, held_s: float) -> tuple[str, str | None] | None:
-        """Whether the job ends now, and how; None to run another trial."""
-        if self.stop.is_set():
-            return "interrupted", None
-        control = self.queue.control(row["id"])
-        if control is not None:
-            return {"pause": "paused", "cancel": "cancelled"}[control], None
-        finished = finished_count(study)
-        if finished >= target:
-            return "done", None
-        timeout = row["timeout_s"]
-        if timeout is not None and row["run_s"] + held_s >= timeout:
-            return "done", f"timed out after {timeout / 3600:g} h with {finished}/{target} trials of {study.study_name}"
+    def claim(self) -> HeldJob | None:
+        """Claim the next job and hold it; a job that cannot even be opened fails at once."""
+        while (row := self.queue.claim(self.owner, self.options.lease_s)) is not None:
+            log.info("job %d (%s): claimed, attempt %d", row["id"], row["study_name"], row["attempts"])
+            try:
+                check_crashes(row)
+                job = HeldJob(row, self.state)
+            except Exception as exc:
+                self.end(row, failure(exc))
+                continue
+            with self.held_lock:
+                self.held.append(job)
+            return job
         return None
 
-    def supervise(self, row: dict, study: optuna.Study, resume: int | None, phase: str = "search") -> TrialOutcome:
-        """Start a worker for one trial of the phase (or to resume one) and watch it until it exits."""
-        task = {
-            "job": row,
-            "state_root": str(self.state.root),
-            "resume": resume,
-            "guard": self.options.guard,
-            "phase": phase,
-        }
-        worker = TrialProcess(task)
-        watch = WorkerWatch(resume)
-        last_control = 0.0
-        while worker.alive():
-            for report in worker.reports(timeout=0.5):
-                self.on_report(row, watch, report)
-            if time.monotonic() - last_control >= CONTROL_CHECK_S:
-                last_control = time.monotonic()
-                watch.control = self.queue.control(row["id"])
-            self.steer(worker, watch)
-        code, reports = worker.finish()
-        for report in reports:
-            self.on_report(row, watch, report)
-        if self.trial_pause is not None:  # a worker killed while paused never said it resumed
-            self.trial_pause = None
-            self.publish(self.queue)
-        return self.outcome(study, watch, code, worker.peak_rss)
+    def guarded(self, job: HeldJob, step: Callable[[], T]) -> T | None:
+        """Run one step of a job's logic; the daemon never dies of a job, the job fails instead."""
+        try:
+            return step()
+        except Exception as exc:
+            job.ending = failure(exc)
+            return None
 
-    def steer(self, worker: TrialProcess, watch: WorkerWatch) -> None:
+    def settle(self, job: HeldJob) -> None:
+        """Advance the job's phase, fail the trials of silent hosts, release it once it has ended."""
+        run_s = job.row["run_s"] + time.monotonic() - job.started
+        self.guarded(job, lambda: job.check(self.stop.is_set(), self.controls.get(job.id), run_s))
+        if job.study is not None and time.monotonic() - job.last_silence_check >= self.silence_check_s:
+            job.last_silence_check = time.monotonic()
+            self.guarded(job, lambda: fail_silent_trials(job.study, self.options.host_grace_s, self.state))
+        verdict = job.result()
+        if verdict is not None:
+            self.record_progress(job)  # other hosts may have finished trials since this one's last
+            self.extend_leases(self.queue, [job])
+            with self.held_lock:
+                self.held.remove(job)
+            self.end(job.row, verdict)
+
+    @property
+    def silence_check_s(self) -> float:
+        return min(SILENCE_CHECK_S, self.options.host_grace_s / 2)
+
+    def end(self, row: dict, verdict: Verdict) -> None:
+        state, note = verdict
+        self.queue.release(row["id"], self.owner, state, note)
+        log.info("job %d (%s): %s%s", row["id"], row["study_name"], state, f" ({note})" if note else "")
+
+    def refresh_controls(self) -> None:
+        """`hpod pause` and `hpod cancel` of held jobs, read every few seconds."""
+        if time.monotonic() - self.last_control >= CONTROL_CHECK_S:
+            self.last_control = time.monotonic()
+            self.controls = {job.id: self.queue.control(job.id) for job in self.held}
+
+    def start_worker(self, job: HeldJob, task: tuple[str, int | None], slot: Slot) -> None:
+        phase, resume = task
+        worker = TrialProcess(
+            {
+                "job": job.row,
+                "state_root": str(self.state.root),
+                "resume": resume,
+                "guard": self.options.guard,
+                "phase": phase,
+                "target": job.target,
+                "slot": slot.task(),
+            }
+        )
+        job.running.append(Running(job, job.study, phase, slot, worker, WorkerWatch(resume)))
+
+    def watch(self, running: list[Running]) -> None:
+        """Read every worker's reports (waiting up to half a second for any), steer each, and
+        reap those that exited."""
+        select.select([r.worker.reports_fd for r in running], [], [], 0.5)
+        for run in running:
+            for report in run.worker.reports(timeout=0):
+                self.on_report(run, report)
+            self.steer(run)
+            if not run.worker.alive():
+                self.reap(run)
+
+    def steer(self, run: Running) -> None:
         """Pass stops and pauses to the worker; kill it when it hangs or on a second SIGINT."""
-        if self.abort.is_set():
+        worker, watch = run.worker, run.watch
+        halted = self.stop.is_set() or self.controls.get(run.job.id) is not None or run.job.ending not in (None, DONE)
+        if self.abort.is_set() and watch.killed is None:
             watch.killed = "stopped at once by a second SIGINT"
             worker.kill()
-        elif (self.stop.is_set() or watch.control is not None) and not watch.stop_sent:
+        elif halted and not watch.stop_sent:
             worker.send("stop")
             watch.stop_sent = True
             notify(f"EXTEND_TIMEOUT_USEC={STOP_EXTEND_USEC}")
@@ -301,47 +321,36 @@ class Daemon:
         elif paused or silent_s < self.options.hang_s:
             self.ping_watchdog()
 
-    def on_report(self, row: dict, watch: WorkerWatch, report: dict) -> None:
-        kind = report["kind"]
+    def on_report(self, run: Running, report: dict) -> None:
+        kind, watch, job_id = report["kind"], run.watch, run.job.id
         if "trial" in report and report["trial"] is not None:
             watch.number = report["trial"]
         if kind == "epoch":
-            self.queue.record_progress(row["id"], self.owner, current_trial=watch.number, current_epoch=report["epoch"])
-            notify(f"STATUS=job {row['id']} {row['study_name']}: trial {watch.number} epoch {report['epoch']}")
+            self.queue.record_progress(job_id, self.owner, current_trial=watch.number, current_epoch=report["epoch"])
+            notify(f"STATUS=job {job_id} {run.job.name}: trial {watch.number} epoch {report['epoch']}")
         elif kind == "started":
-            self.queue.record_progress(row["id"], self.owner, current_trial=watch.number, current_epoch=None)
+            self.queue.record_progress(job_id, self.owner, current_trial=watch.number, current_epoch=None)
         elif kind in ("paused", "resumed"):
-            self.trial_pause = (report["reason"], report["since"]) if kind == "paused" else None
+            run.trial_pause = (report["reason"], report["since"]) if kind == "paused" else None
             log.info("trial %s %s", watch.number, f"paused: {report['reason']}" if kind == "paused" else "resumed")
             self.publish(self.queue)
         elif kind in ("finished", "interrupted", "error"):
             watch.final = report
 
-    def outcome(self, study: optuna.Study, watch: WorkerWatch, code: int, peak_rss: int) -> TrialOutcome:
-        final = watch.final or {}
-        if final.get("kind") == "finished":
-            return TrialOutcome(watch.number, final["state"])
-        if final.get("kind") == "interrupted" or (self.abort.is_set() and watch.killed):
-            return TrialOutcome(watch.number, "INTERRUPTED")
-        if final.get("kind") == "error":
-            return TrialOutcome(None, "ERROR", final["message"])
-        reason = watch.killed or describe_exit(code, peak_rss)
-        log.warning("trial %s: %s", watch.number, reason)
-        if watch.number is not None:
-            state = study.get_trials(deepcopy=False)[watch.number].state
-            if state == optuna.trial.TrialState.RUNNING:
-                fail_trial(study, watch.number, reason, self.state)
-        return TrialOutcome(watch.number, "FAIL", reason)
+    def reap(self, run: Running) -> None:
+        """A worker has exited: read what it left, judge its trial, free its slot."""
+        code, reports = run.worker.finish()
+        for report in reports:
+            self.on_report(run, report)
+        run.job.running.remove(run)
+        if run.trial_pause is not None:  # a worker killed while paused never said it resumed
+            self.publish(self.queue)
+        outcome = judge(run.watch, code, run.worker.peak_rss, self.abort.is_set())
+        if outcome.state == "FAIL" and outcome.number is not None and run.study is not None:
+            self.guarded(run.job, lambda: fail_if_running(run.study, outcome.number, outcome.reason, self.state))
+        self.guarded(run.job, lambda: run.job.record(outcome))
+        if run.phase == "search" and outcome.state not in ("INTERRUPTED", "SURPLUS"):
+            self.record_progress(run.job)
 
-    def record_progress(self, row: dict, study: optuna.Study) -> None:
-        best = best_trial(study)
-        self.queue.record_progress(
-            row["id"],
-            self.owner,
-            trials_finished=finished_count(study),
-            best_value=None if best is None else best.value,
-            best_arch=None if best is None else best.params.get("arch"),
-            baseline_value=study.user_attrs.get(BASELINES, {}).get("constant", {}).get("val_loss"),
-            current_trial=None,
-            current_epoch=None,
-        )
+    def record_progress(self, job: HeldJob) -> None:
+        self.guarded(job, lambda: self.queue.record_progress(job.id, self.owner, **job.progress()))

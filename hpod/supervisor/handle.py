@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -14,6 +15,8 @@ import time
 from dataclasses import dataclass
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,3 +105,17 @@ def describe_exit(code: int, peak_rss: int) -> str:
         hint = " (out of memory?)" if name == "SIGKILL" else ""
         return f"worker killed by {name}{hint}, {rss}"
     return f"worker exited with code {code}, {rss}"
+
+
+def judge(watch: WorkerWatch, code: int, peak_rss: int, aborted: bool) -> TrialOutcome:
+    """What a worker's end means for its trial: what it reported last, else why it died."""
+    final = watch.final or {}
+    if final.get("kind") == "finished":
+        return TrialOutcome(watch.number, final["state"], final.get("reason"))
+    if final.get("kind") == "interrupted" or (aborted and watch.killed):
+        return TrialOutcome(watch.number, "INTERRUPTED")
+    if final.get("kind") == "error":
+        return TrialOutcome(None, "ERROR", final["message"])
+    reason = watch.killed or describe_exit(code, peak_rss)
+    log.warning("trial %s: %s", watch.number, reason)
+    return TrialOutcome(watch.number, "FAIL", reason)

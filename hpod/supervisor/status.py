@@ -1,6 +1,7 @@
 """What `hpod status` reports, and how it looks: jobs, daemons and the machine, read from the
 queue alone so that it never waits on, or blocks, a running daemon's study, and imports
-neither torch nor Optuna, so that it answers at once."""
+neither torch nor Optuna, so that it answers at once. Only a study on a shared storage is
+read from that storage, for what each host is running and has finished."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hpod.supervisor.liveness import is_dead
 from hpod.supervisor.queue import Queue
 
 DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as not alive
+ENDED = ("done", "failed", "cancelled")
 SHOWN_PER_GROUP = 20  # queued jobs next in line, and finished jobs latest first, in the table
 
 
@@ -43,6 +45,7 @@ def job_status(row: dict) -> dict:
         "elapsed_s": row["run_s"],
         "eta_s": eta,
         "last_error": row["last_error"],
+        "storage": row["storage"],
     }
 
 
@@ -66,14 +69,52 @@ def daemon_status(row: dict, now: float) -> dict:
     }
 
 
-def collect(queue: Queue | None) -> dict:
-    """Everything status shows; the machine's readings come from a live daemon, else are read now."""
+def collect(queue: Queue | None, storage: str | None = None) -> dict:
+    """Everything status shows; the machine's readings come from a live daemon, else are read now;
+    each host's trials of the studies on shared storages (every study of `storage`)."""
     now = time.time()
     jobs = [] if queue is None else [job_status(r) for r in queue.jobs()]
     daemons = [] if queue is None else [daemon_status(r, now) for r in queue.daemons()]
     live = [d for d in daemons if d["alive"]]
     machine = next((d["readings"] for d in live if d["readings"]), None) or read_all(default_readers())
-    return {"jobs": jobs, "daemons": daemons, "daemon_alive": bool(live), "machine": machine, "time": now}
+    found = {"jobs": jobs, "daemons": daemons, "daemon_alive": bool(live), "machine": machine, "time": now}
+    urls = shared_storages(jobs, storage)
+    if urls:
+        found["hosts"] = hosts_by_study(urls, None if storage else {j["study"] for j in jobs})
+    return found
+
+
+def shared_storages(jobs: list[dict], extra: str | None) -> list[str]:
+    """The shared storages of jobs not yet ended, and the one asked for with --storage."""
+    urls = [j["storage"] for j in jobs if j["storage"] is not None and j["state"] not in ENDED]
+    return list(dict.fromkeys([*urls, *([] if extra is None else [extra])]))
+
+
+def hosts_by_study(urls: list[str], only: set[str] | None = None) -> dict[str, dict[str, dict[str, int]]]:
+    """Study → host → its running and finished trials, read from each shared storage."""
+    import optuna
+
+    from hpod.state import open_storage
+    from hpod.supervisor.hosts import trials_by_host
+
+    found = {}
+    for url in urls:
+        storage = open_storage(url)
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            if only is None or summary.study_name in only:
+                study = optuna.load_study(study_name=summary.study_name, storage=storage)
+                found[summary.study_name] = trials_by_host(study)
+    return found
+
+
+def hosts_table(hosts: dict[str, dict[str, dict[str, int]]]) -> Table:
+    table = Table(title="hosts on shared storages", title_justify="left")
+    for name, justify in (("study", "left"), ("host", "left"), ("running", "right"), ("finished", "right")):
+        table.add_column(name, justify=justify)
+    for study, per_host in hosts.items():
+        for host, counts in per_host.items():
+            table.add_row(study, host, str(counts["running"]), str(counts["finished"]))
+    return table
 
 
 def shown_jobs(jobs: list[dict], show_all: bool) -> tuple[list[dict], str | None]:
@@ -81,7 +122,7 @@ def shown_jobs(jobs: list[dict], show_all: bool) -> tuple[list[dict], str | None
     (a table of a thousand rows is neither read nor fast); what was left out, in words."""
     if show_all:
         return jobs, None
-    ended = ("done", "failed", "cancelled")
+    ended = ENDED
     queued = [j for j in jobs if j["state"] == "queued"]
     finished = [j for j in jobs if j["state"] in ended]
     kept = {j["id"] for j in queued[:SHOWN_PER_GROUP]} | {j["id"] for j in finished[-SHOWN_PER_GROUP:]}

@@ -8,16 +8,18 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpod.errors import HpodError
-from hpod.records import WORKER, TrialLog
+from hpod.records import SURPLUS, WORKER, TrialLog
 from hpod.state import StateDir
 from hpod.study.objective import Objective
-from hpod.study.plan import finished_count
-from hpod.supervisor.liveness import is_dead, is_remote, process_id
+from hpod.study.plan import FINISHED, finished_count
+from hpod.supervisor.liveness import Beat, is_dead, is_remote, process_id
 from hpod.trial import checkpoint as checkpoint_io
 from hpod.trial.train import Interrupted
 
@@ -36,29 +38,55 @@ def run_trial(
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
     resume: int | None = None,
     on_start: Callable[[int], None] | None = None,
+    target: int | None = None,
 ) -> FrozenTrial:
     """Run one trial by ask and tell: a new one, or trial `resume` left RUNNING by a stopped or
     dead process, which keeps its parameters. An exception fails the trial, not the caller;
-    Interrupted leaves it RUNNING, to be resumed."""
+    Interrupted leaves it RUNNING, to be resumed. With a `target`, a new trial that other
+    workers or hosts have made surplus yields at once (see `is_surplus`)."""
     trial = study.ask() if resume is None else reopen_trial(study, resume)
     trial.set_user_attr(WORKER, process_id())  # lets a restarted daemon tell an orphan from a live trial
+    if resume is None and target is not None and is_surplus(study, trial.number, target):
+        trial.set_user_attr(SURPLUS, True)
+        trial.set_user_attr("fail_reason", f"surplus: {target} trials before it finished or are running")
+        return study.tell(trial, state=TrialState.FAIL)
     if on_start is not None:
         on_start(trial.number)
+    beat = Beat(trial)
     try:
-        value = objective(trial)
-    except optuna.TrialPruned:
-        frozen = study.tell(trial, state=TrialState.PRUNED)
-    except Interrupted:
-        raise
-    except Exception:
-        log.warning("trial %d failed", trial.number, exc_info=True)
-        frozen = study.tell(trial, state=TrialState.FAIL)
-    else:
-        frozen = study.tell(trial, value)
+        frozen = train_and_tell(study, trial, objective)
+    except UpdateFinishedTrialError:
+        log.warning("trial %d was failed by another host while this one was silent; dropped", trial.number)
+        if objective.checkpoints is not None:
+            drop_checkpoints(objective.checkpoints, study.study_name, trial.number)
+        return study.get_trials(deepcopy=False)[trial.number]
+    finally:
+        beat.stop()
     objective.after_trial(study, frozen)
     for callback in callbacks:
         callback(study, frozen)
     return frozen
+
+
+def train_and_tell(study: optuna.Study, trial: Trial, objective: Objective) -> FrozenTrial:
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned:
+        return study.tell(trial, state=TrialState.PRUNED)
+    except (Interrupted, UpdateFinishedTrialError):
+        raise
+    except Exception:
+        log.warning("trial %d failed", trial.number, exc_info=True)
+        return study.tell(trial, state=TrialState.FAIL)
+    return study.tell(trial, value)
+
+
+def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
+    """Whether the trials numbered below `number`, finished or running, already make the target.
+    Workers and hosts that see one trial missing all start one; the storage numbers them, so
+    the later ones yield and the study ends at its target exactly, not over it."""
+    live = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    return sum(t.number < number for t in live) >= target
 
 
 def reopen_trial(study: optuna.Study, number: int) -> Trial:
@@ -71,8 +99,11 @@ def reopen_trial(study: optuna.Study, number: int) -> Trial:
 
 def orphaned_trials(study: optuna.Study) -> list[int]:
     """RUNNING trials whose worker process is gone: to be resumed, not run anew."""
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return [t.number for t in running if is_dead(t.user_attrs.get(WORKER))]
+    return orphans(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def orphans(trials: Sequence[FrozenTrial]) -> list[int]:
+    return [t.number for t in trials if t.state == TrialState.RUNNING and is_dead(t.user_attrs.get(WORKER))]
 
 
 def fail_trial(study: optuna.Study, number: int, reason: str, state: StateDir) -> FrozenTrial:
@@ -83,9 +114,28 @@ def fail_trial(study: optuna.Study, number: int, reason: str, state: StateDir) -
     trial.set_user_attr("fail_reason", reason)
     frozen = study.tell(trial, state=TrialState.FAIL)
     TrialLog(state.logs / f"{study.study_name}.log")(study, frozen)
-    for path in (checkpoint_io.resume_path, checkpoint_io.best_path):
-        path(state.checkpoints, study.study_name, number).unlink(missing_ok=True)
+    drop_checkpoints(state.checkpoints, study.study_name, number)
     return frozen
+
+
+def fail_if_running(study: optuna.Study, number: int, reason: str, state: StateDir) -> None:
+    """Fail the trial of a worker that died without telling it (killed, crashed, hung)."""
+    if study.get_trials(deepcopy=False)[number].state == TrialState.RUNNING:
+        fail_trial(study, number, reason, state)
+
+
+def drop_checkpoints(checkpoints: Path, study_name: str, number: int) -> None:
+    """A failed trial is never resumed nor the best: its resume state and weights, tens of GB
+    at 2B, go."""
+    for path in (checkpoint_io.resume_path, checkpoint_io.best_path):
+        path(checkpoints, study_name, number).unlink(missing_ok=True)
+
+
+def drop_failed_checkpoints(study: optuna.Study, checkpoints: Path) -> None:
+    """A host that comes back after another failed its silent trials finds their checkpoints
+    still on its disk: they go, rather than a trial being finished twice."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        drop_checkpoints(checkpoints, study.study_name, trial.number)
 
 
 def run_study(
@@ -96,10 +146,14 @@ def run_study(
 ) -> None:
     """Run trials in this process until `target` have finished, continuing first any trial that
     a stopped or killed run left behind; a failing trial fails alone, unless `max_failures`
-    fail in a row, which fails the study."""
+    fail in a row, which fails the study. On a shared storage it ends once the trials running
+    elsewhere make the target."""
     failures = 0
     while finished_count(study) < target:
-        trial = run_trial(study, objective, callbacks, resume=next(iter(orphaned_trials(study)), None))
+        trial = run_trial(study, objective, callbacks, next(iter(orphaned_trials(study)), None), target=target)
+        if trial.user_attrs.get(SURPLUS):
+            log.info("%s: the trials running on other hosts make the target", study.study_name)
+            return
         gc.collect()  # trials share this process: free the last one's model before the next is built
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
         reason = trial.user_attrs.get("fail_reason", "unknown")

@@ -20,18 +20,20 @@ from pathlib import Path
 from typing import IO
 
 import optuna
+import torch
 
 from hpod.errors import HpodError
 from hpod.guard.policy import Guard
 from hpod.guard.sensors import default_readers, read_all
 from hpod.job import guard_overrides
-from hpod.records import TrialLog
+from hpod.records import SURPLUS, TrialLog
 from hpod.results.evaluation import ensure_baselines, evaluate_study
 from hpod.state import StateDir, open_storage
 from hpod.study.objective import Objective
 from hpod.study.plan import best_trial, open_study
 from hpod.study.seeds import SEED_OFFSET, existing_seed_study, open_seed_study
 from hpod.supervisor.job_row import plan_from_row
+from hpod.supervisor.liveness import host_name
 from hpod.supervisor.trials import run_trial
 from hpod.trial.data import load_dataset
 from hpod.trial.probe import ChoiceCache
@@ -93,10 +95,13 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
     """One trial of the task's phase: `search` (a search trial), `seeds` (a seed run of the
     search's best), or `evaluate` (the study's val and test evaluation, no trial)."""
     row, state = task["job"], StateDir(Path(task["state_root"]))
+    slot = task.get("slot") or {}
+    if slot.get("threads") is not None:
+        torch.set_num_threads(slot["threads"])
     plan = plan_from_row(row)
     dataset = load_dataset(plan.job.data, plan.horizon)
     storage = open_storage(state.storage_url(row["storage"]))
-    study = open_study(plan, storage)
+    study = open_study(plan, storage, salt=f":{host_name()}:{slot.get('index', 0)}")
     ensure_baselines(study, dataset)
     phase = task.get("phase", "search")
     if phase == "evaluate":
@@ -137,14 +142,18 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
         guard=Guard(guard_spec, lambda: read_all(readers), notify=on_pause),
         choices=ChoiceCache(state.micro_batches),
         seed_offset=SEED_OFFSET if phase == "seeds" else 0,
+        device=slot.get("device"),
+        memory_share=slot.get("share", 1.0),
     )
     try:
         log_file = TrialLog(state.logs / f"{study.study_name}.log")
-        frozen = run_trial(study, objective, [log_file], task.get("resume"), on_start)
+        frozen = run_trial(study, objective, [log_file], task.get("resume"), on_start, task.get("target"))
     except Interrupted:
         reporter.send("interrupted", trial=current["trial"])
         return 0
-    reporter.send("finished", trial=frozen.number, state=frozen.state.name)
+    reason = {"reason": frozen.user_attrs["fail_reason"]} if "fail_reason" in frozen.user_attrs else {}
+    state_name = "SURPLUS" if frozen.user_attrs.get(SURPLUS) else frozen.state.name
+    reporter.send("finished", trial=frozen.number, state=state_name, **reason)
     return 0
 
 

@@ -101,11 +101,16 @@ def machine_limit(device: str, margin: float) -> Limit:
     return Limit(int(free * (1 - margin)), f"{free / GIB:.1f} GiB {what} less the {margin:.0%} margin")
 
 
-def job_limit(spec: GuardSpec, device: str) -> Limit:
-    """The job's fixed limit (--memory-limit), else the machine's now."""
+def job_limit(spec: GuardSpec, device: str, share: float = 1.0) -> Limit:
+    """The job's fixed limit (--memory-limit), else the machine's now; a worker that shares the
+    device with others (`hpod daemon --workers`) gets its `share` of it."""
     if spec.memory_limit_gib is not None:
-        return Limit(int(spec.memory_limit_gib * GIB), f"--memory-limit {spec.memory_limit_gib:g} GiB")
-    return machine_limit(device, spec.memory_margin)
+        limit = Limit(int(spec.memory_limit_gib * GIB), f"--memory-limit {spec.memory_limit_gib:g} GiB")
+    else:
+        limit = machine_limit(device, spec.memory_margin)
+    if share >= 1.0:
+        return limit
+    return Limit(int(limit.bytes * share), f"{share:.0%} of {limit.source}, shared with other workers")
 
 
 def fits(entry: GridEntry, shape: DataShape, micro_batch: int, device: str, limit: Limit) -> bool:

@@ -7,6 +7,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.helpers import (
+    enqueue,
+    finish,
     hpod,
     job_field,
     process_gone,
@@ -19,23 +21,6 @@ from tests.helpers import (
 )
 
 STUDY = "daemon-20K-h1"
-
-
-@pytest.fixture
-def state(tmp_path):
-    return tmp_path / "state"
-
-
-def enqueue(state, job_file, *args):
-    result = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", job_file, *args)
-    assert result.returncode == 0, result.stderr
-    return [int(line.split()[0]) for line in result.stdout.splitlines()]
-
-
-def finish(daemon, timeout=180) -> str:
-    out, _ = daemon.communicate(timeout=timeout)
-    assert daemon.returncode == 0, out
-    return out
 
 
 def test_the_daemon_runs_queued_jobs_to_done_and_status_reports_them(state, tmp_path):
