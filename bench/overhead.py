@@ -66,7 +66,8 @@ class InProcessDaemon(Daemon):
             job.record(TrialOutcome(None, "EVALUATED"))
             return
         log = TrialLog(self.state.logs / f"{job.plan.name}.log")
-        trial = run_trial(job.study, TrivialObjective(job.plan), [log], resume, target=job.target)
+        target = job.target if job.may_race(len(self.slots)) else None
+        trial = run_trial(job.study, TrivialObjective(job.plan), [log], resume, target=target)
         job.record(TrialOutcome(trial.number, trial.state.name))
         self.record_progress(job)
 

@@ -14,7 +14,6 @@ import math
 import os
 import sys
 from functools import partial
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -24,7 +23,9 @@ from hpod.errors import HpodError
 from hpod.state import StateDir, open_storage
 from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
 from hpod.supervisor.queue import Queue
-from hpod.supervisor.status import collect, hosts_table, job_status, machine_line, status_table
+from hpod.supervisor.status import collect, hosts_table, machine_line, status_table
+from hpod.tables import show as show_table
+from hpod.tables import table_width
 
 # Piped output (logs, CI) gets room for the trial table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
@@ -32,6 +33,7 @@ state_dir_option = click.option("--state-dir", type=click.Path(file_okay=False),
 storage_option = click.option("--storage", help="Optuna storage URL (default: SQLite in the state directory)")
 job_option = click.option("--job", "job_file", type=click.Path(), help="job file (default: the architectural search)")
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+wide_option = click.option("--wide", is_flag=True, help="every column, however narrow the terminal")
 
 
 class FiniteRange(click.FloatRange):
@@ -102,7 +104,7 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
     runner = Foreground(state, open_storage(state.storage_url(storage)), datasets, partial(StudyProgress, console))
     for plan in plans:
         study, tested = runner.run(plan)
-        console.print(trials_table(study))
+        show_table(console, trials_table(study, table_width(console)))
         if tested is not None:
             console.print(f"{plan.name}: best trial {tested['trial']} test loss {tested['test_loss']:.4f}")
 
@@ -117,21 +119,44 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
 @click.option(
     "--force",
     is_flag=True,
-    help="queue even if the same study is already queued or running, or no architecture fits this machine's memory",
+    help="queue even if the same study is already queued or running, no architecture fits this machine's "
+    "memory, or the study is estimated to run past search.max_days",
 )
+@click.option(
+    "--no-estimate", is_flag=True, help="queue without timing training steps here (a study for another machine)"
+)
+@json_option
 def enqueue(
-    budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, priority, timeout, force
-) -> None:
-    """Queue one study per budget × horizon, after checking all of them; prints the job ids."""
+    budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, priority, timeout, force,
+    no_estimate, as_json,
+) -> None:  # fmt: skip
+    """Queue one study per budget × horizon, after checking all of them and timing training steps
+    here; prints the job ids and how long each should take."""
+    from hpod.study.estimate import Estimate
     from hpod.supervisor.job_row import prepare_jobs
+    from hpod.trial.probe import KeyedFile
 
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
-    rows = prepare_jobs(job, budgets, horizons, storage=storage, priority=priority, timeout_h=timeout, force=force)
+    state = StateDir.resolve(state_dir)
+    times = KeyedFile(state.step_times)
+    known = times.read()
+    options = {"storage": storage, "priority": priority, "timeout_h": timeout, "force": force}
+    options["step_times"] = None if no_estimate else known
+    rows = prepare_jobs(job, budgets, horizons, **options)
     if storage is not None:
         open_storage(storage)  # a bad URL or an unreachable server is refused now, not at claim time
-    queue = Queue(StateDir.resolve(state_dir).create().queue_db)
-    for job_id, row in zip(queue.enqueue(rows, force=force), rows, strict=True):
-        click.echo(f"{job_id}\t{row['study_name']}")
+    queue = Queue(state.create().queue_db)
+    ids = queue.enqueue(rows, force=force)
+    times.update(known)  # the step times measured for the estimate, kept once the jobs are queued
+    queued = [
+        {"id": i, "study": r["study_name"], "estimate": r["estimate"] and json.loads(r["estimate"])}
+        for i, r in zip(ids, rows, strict=True)
+    ]
+    if as_json:
+        click.echo(json.dumps(queued, indent=2))
+    for entry in [] if as_json else queued:
+        timed = entry["estimate"] and Estimate.from_dict(entry["estimate"]).describe()
+        click.echo(f"{entry['id']}\t{entry['study']}\t{timed or 'no estimate'}")
 
 
 @cli.command()
@@ -139,45 +164,19 @@ def enqueue(
 @click.option("--all", "show_all", is_flag=True, help="every job in the table, not just the first queued and last done")
 @state_dir_option
 @click.option("--storage", help="also every study on this shared storage, with each host's trials")
-def status(as_json, show_all, state_dir, storage) -> None:
+@wide_option
+def status(as_json, show_all, state_dir, storage, wide) -> None:
     """Jobs, their progress and best results, and the machine."""
     state = StateDir.resolve(state_dir)
     data = collect(Queue(state.queue_db) if state.queue_db.exists() else None, storage)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    console.print(status_table(data, show_all))
+    width = table_width(console, wide)
+    show_table(console, status_table(data, show_all, width))
     if data.get("hosts"):
-        console.print(hosts_table(data["hosts"]))
+        show_table(console, hosts_table(data["hosts"], width))
     console.print(machine_line(data))
-
-
-@cli.command()
-@click.argument("job_id", type=JOB_ID)
-@json_option
-@state_dir_option
-def show(job_id, as_json, state_dir) -> None:
-    """One job's trials: architecture, batch, settings, epochs and val loss."""
-    from hpod.display import memory_line, trials_table
-    from hpod.records import MEMORY_FAILED, trial_row
-    from hpod.study.plan import load_named_study
-
-    quiet_optuna()
-    row = Queue.existing(StateDir.resolve(state_dir)).job(job_id)
-    study = load_named_study(row["study_name"], StateDir.resolve(state_dir), row["storage"])
-    memory = {
-        "grid_size": study.user_attrs.get("grid_size"),
-        "dropped_at_enqueue": json.loads(row["dropped_archs"] or "[]"),
-        "memory_failed": study.user_attrs.get(MEMORY_FAILED, []),
-    }
-    if as_json:
-        trials = [trial_row(t) for t in study.get_trials(deepcopy=False)]
-        click.echo(json.dumps({"job": job_status(row), "memory": memory, "trials": trials}, indent=2))
-        return
-    console.print(trials_table(study))
-    console.print(f"job {job_id}: {memory_line(memory)}")
-    if row["last_error"]:
-        console.print(f"job {job_id}: {row['state']}: {row['last_error']}")
 
 
 @cli.command()
@@ -193,8 +192,9 @@ def show(job_id, as_json, state_dir) -> None:
 @click.option("--host", help="this host's name on a shared storage (default: $HPOD_HOST or the hostname)")
 @click.option("--host-grace", type=FiniteRange(min=1, max=7 * 24 * 3600), default=600, show_default=True,
               help="seconds after which another host's silent trial is failed")  # fmt: skip
+@click.option("--on-event", metavar="CMD", help="shell command run when a job ends or the guard pauses it (HPOD_* env)")
 @state_dir_option
-def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host_grace, state_dir) -> None:
+def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host_grace, on_event, state_dir) -> None:
     """Work through the queue (what systemd starts)."""
     from hpod.job import GuardSpec, guard_overrides
     from hpod.supervisor.daemon import Daemon, DaemonOptions
@@ -207,7 +207,7 @@ def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host
     guard_overrides(GuardSpec(), guard)  # a bad setting fails here, not in every trial
     if host is not None:
         os.environ[HOST_VAR] = host  # the workers inherit it
-    slots = {"workers": workers, "devices": parse_devices(devices), "host_grace_s": host_grace}
+    slots = {"workers": workers, "devices": parse_devices(devices), "host_grace_s": host_grace, "on_event": on_event}
     options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout, guard=guard, **slots)
     sys.exit(Daemon(StateDir.resolve(state_dir).create(), options).run())
 
@@ -240,124 +240,6 @@ JOB_ACTIONS = {
 }
 for _action in JOB_ACTIONS:
     job_control(_action)
-
-
-@cli.command()
-@click.option("--budget", required=True, help="parameter budget: 2M, 500K, 1.5M, 2B")
-@click.option("--horizon", help="forecast horizon (checked; the grid does not depend on it)")
-@job_option
-@json_option
-@click.option("--verify", "check", is_flag=True, help="build every architecture on the meta device and compare counts")
-def grid(budget, horizon, job_file, as_json, check) -> None:
-    """The architectures of a budget's grid with their exact parameter counts."""
-    from hpod.display import grid_table
-    from hpod.job import load_job
-    from hpod.trial.data import data_shape
-    from hpod.trial.grid import require_grid, verify
-
-    job = load_job(job_file)
-    count = parse_budget(budget)
-    if horizon is not None:
-        parse_horizon(horizon)
-    shape = data_shape(job.data)
-    entries = require_grid(job.grid, shape, count)
-    if as_json:
-        rows = [{"key": e.arch.key, **vars(e.arch), "params": e.params} for e in entries]
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        console.print(grid_table(entries, count))
-    if check:
-        mismatches = verify(entries, shape)
-        for entry, built in mismatches:
-            click.echo(f"MISMATCH {entry.arch.key}: formula {entry.params:,} != built {built:,}", err=True)
-        if mismatches:
-            sys.exit(1)
-        click.echo(f"verified: {len(entries)} architectures, formula == sum(p.numel()) on the meta device", err=True)
-
-
-@cli.command()
-@click.option("--job", "job_name", help="only the studies of this job name (default: all)")
-@click.option("--plot", type=click.Path(dir_okay=False), help="write the figure to this PNG file")
-@click.option("--bootstrap", type=click.IntRange(min=0, max=100_000), default=1000, show_default=True,
-              help="resamples for the confidence intervals (0: none)")  # fmt: skip
-@json_option
-@state_dir_option
-@storage_option
-def report(job_name, plot, bootstrap, as_json, state_dir, storage) -> None:
-    """Best trial per budget × horizon, the fitted scaling law L = E + A·N^-α, and warnings."""
-    from hpod.display import report_table
-    from hpod.results.plots import plot_report
-    from hpod.results.report import as_json as report_json
-    from hpod.results.report import cells, describe, laws
-
-    quiet_optuna()
-    state = StateDir.resolve(state_dir)
-    if storage is None and not state.optuna_db.exists():
-        raise HpodError(f"no studies yet in {state.root}")
-    if plot is not None and not plot.lower().endswith(".png"):
-        raise HpodError(f"plot file {plot!r} must end in .png")
-    found = cells(open_storage(state.storage_url(storage)), state.checkpoints, job_name, bootstrap)
-    if not found:
-        raise HpodError(f"no hpod studies{f' of job {job_name!r}' if job_name else ''} in the storage")
-    fits = laws(found)
-    if plot is not None:
-        write_output(Path(plot), lambda path: plot_report(found, fits, path), "plot file")
-    if as_json:
-        click.echo(json.dumps(report_json(found, fits), indent=2))
-        return
-    console.print(report_table(found))
-    for fit in fits:
-        console.print(describe(fit))
-    for warning in (w for c in found for w in c.warnings):
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    if plot is not None:
-        console.print(f"figure: {plot}")
-
-
-@cli.command()
-@click.argument("job")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="file to write (default: stdout)")
-@state_dir_option
-@storage_option
-def export(job, fmt, output, state_dir, storage) -> None:
-    """Write a job's (or a study's, by name) trials with their architecture columns."""
-    from hpod.records import export_text
-    from hpod.study.plan import load_named_study
-
-    quiet_optuna()
-    name = job
-    if job.isdigit():
-        row = Queue.existing(StateDir.resolve(state_dir)).job(int(job))
-        name, storage = row["study_name"], storage or row["storage"]
-    study = load_named_study(name, StateDir.resolve(state_dir), storage)
-    text = export_text(study.get_trials(deepcopy=False), fmt)
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        write_output(Path(output), lambda path: path.write_text(text), "output file")
-
-
-@cli.command(name="import")
-@click.argument("job_id", type=JOB_ID)
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--exclude-arch", multiple=True, help="architecture key to leave out (repeatable)")
-@state_dir_option
-def import_(job_id, files, exclude_arch, state_dir) -> None:
-    """Add prior trials (hpod JSON export, trial_NNNN.json files, hpod log files) to a job's study."""
-    from hpod.supervisor.job_row import import_into_job
-
-    quiet_optuna()
-    for line in import_into_job(StateDir.resolve(state_dir), job_id, [Path(f) for f in files], set(exclude_arch)):
-        click.echo(line)
-
-
-def write_output(path: Path, write, what: str) -> None:
-    """Write a file the user named; a path that cannot be written is one line, not a traceback."""
-    try:
-        write(path)
-    except OSError as exc:
-        raise HpodError(f"{what} {path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def quiet_optuna() -> None:
@@ -393,3 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Aborted.", err=True)
         return 130
     return code if isinstance(code, int) else 0
+
+
+import hpod.cli_jobs  # noqa: E402 - registers show, log and plan on `cli`
+import hpod.cli_studies  # noqa: E402, F401 - registers grid, report, export and import on `cli`

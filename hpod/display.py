@@ -14,78 +14,118 @@ from hpod.records import trial_row
 from hpod.results.report import Cell, has_skill
 from hpod.study.budget import format_budget
 from hpod.study.plan import FINISHED, best_trial
+from hpod.tables import Column, fitted
 from hpod.trial.grid import GridEntry
 from hpod.trial.train import EpochRecord
 
-
-def grid_table(entries: list[GridEntry], budget: int) -> Table:
-    table = Table(title=f"{len(entries)} architectures within the budget of {budget:,} parameters")
-    for name in ("key", "d_model", "n_layers", "n_heads", "d_ff", "params", "vs budget"):
-        table.add_column(name, justify="left" if name == "key" else "right")
-    for e in entries:
-        a = e.arch
-        table.add_row(
-            a.key, str(a.d_model), str(a.n_layers), str(a.n_heads), str(a.d_ff),
-            f"{e.params:,}", f"{e.params / budget - 1:+.1%}",
-        )  # fmt: skip
-    return table
+GRID_COLUMNS = (
+    Column("key", "left"),
+    Column("d_model", rank=1),
+    Column("n_layers", rank=1),
+    Column("n_heads", rank=1),
+    Column("d_ff", rank=1),
+    Column("params"),
+    Column("vs budget"),
+)
 
 
-def trials_table(study: optuna.Study) -> Table:
+def grid_table(entries: list[GridEntry], budget: int, width: int | None = None) -> Table:
+    rows = [
+        [e.arch.key, str(e.arch.d_model), str(e.arch.n_layers), str(e.arch.n_heads), str(e.arch.d_ff),
+         f"{e.params:,}", f"{e.params / budget - 1:+.1%}"]
+        for e in entries
+    ]  # fmt: skip
+    return fitted(GRID_COLUMNS, rows, width, title=f"{len(entries)} architectures within the budget of {budget:,}")
+
+
+TRIAL_COLUMNS = (
+    Column("#"),
+    Column("state", "left"),
+    Column("arch", "left"),
+    Column("params", rank=1),
+    Column("batch", rank=5),
+    Column("lr", rank=4),
+    Column("wd", rank=6),
+    Column("warmup", rank=7),
+    Column("dropout", rank=3),
+    Column("epochs"),
+    Column("val loss"),
+    Column("AUC", rank=2),
+)
+
+
+def trials_table(study: optuna.Study, width: int | None = None) -> Table:
     """One row per trial; the best complete trial in bold."""
     trials = study.get_trials(deepcopy=False)
     best = best_trial(study)
-    table = Table(title=f"study {study.study_name}")
-    columns = ("#", "state", "arch", "params", "batch", "lr", "wd", "warmup", "dropout", "epochs", "val loss", "AUC")
-    for name in columns:
-        table.add_column(name, justify="left" if name in ("state", "arch") else "right")
-    for trial in trials:
-        r = trial_row(trial)
-        table.add_row(
-            str(r["number"]), r["state"].lower(), r["arch"] or "-", _num(r["param_count"], ","),
-            f"{r['micro_batch']}x{r['accumulation_steps']}" if r["micro_batch"] is not None else "-",
-            _num(r["learning_rate"], ".1e"), _num(r["weight_decay"], ".1e"), _num(r["warmup_steps"], "d"),
-            _num(r["dropout"], ".2f"),
-            f"{_num(r['epochs_run'], 'd')}/{trial.user_attrs.get('epochs_planned', r['epochs'] or '-')}",
-            _num(r["val_loss"], ".4f"), _num(r["val_auc"], ".3f"),
-            style="bold" if best is not None and trial.number == best.number else None,
-        )  # fmt: skip
-    return table
+    rows = [trial_cells(trial) for trial in trials]
+    styles = ["bold" if best is not None and t.number == best.number else None for t in trials]
+    return fitted(TRIAL_COLUMNS, rows, width, title=f"study {study.study_name}", styles=styles)
 
 
-def report_table(cells: list[Cell]) -> Table:
-    """Each budget × horizon: the model's loss beside its baselines on the same split, and skill."""
-    table = Table(
-        title="per budget × horizon: loss (seed mean ± SE) beside baselines on the same split; "
-        "skill = 1 − loss / constant's (± SE, block bootstrap); * no skill beyond 2 SE",
-    )
-    columns = ("job", "budget", "h", "val loss", "constant", "linear", "val skill", "test loss", "test skill",
-               "params", "arch", "trials c/p/f of target", "val samples")  # fmt: skip
-    for name in columns:  # numbers and keys are never cut: other columns wrap first
-        table.add_column(name, justify="left" if name in ("job", "arch") else "right", no_wrap=name == "arch")
-    for c in cells:
-        b = c.best or {}
-        val, test = c.skill.get("val", {}), c.skill.get("test", {})
-        baselines = c.baselines or {}
-        counts = f"{c.counts['complete']}/{c.counts['pruned']}/{c.counts['failed']} of {c.target}"
-        table.add_row(
-            c.job, format_budget(c.budget), f"h{c.horizon}",
-            _pm(val.get("loss", c.val_loss), val.get("loss_se"), ".4f"),
-            _num(baselines.get("constant", {}).get("val_loss"), ".4f"),
-            _num(baselines.get("linear", {}).get("val_loss"), ".4f"),
-            _pm(val.get("skill_constant"), val.get("skill_constant_se"), "+.3f") + ("*" * (has_skill(c) is False)),
-            _pm(test.get("loss", (c.test or {}).get("test_loss")), test.get("loss_se"), ".4f"),
-            _pm(test.get("skill_constant"), test.get("skill_constant_se"), "+.3f"),
-            _num(b.get("param_count"), ","), b.get("arch") or "-", counts, _num(b.get("n_val"), ","),
-        )  # fmt: skip
-    return table
+def trial_cells(trial: FrozenTrial) -> list[str]:
+    r = trial_row(trial)
+    return [
+        str(r["number"]), r["state"].lower(), r["arch"] or "-", _num(r["param_count"], ","),
+        f"{r['micro_batch']}x{r['accumulation_steps']}" if r["micro_batch"] is not None else "-",
+        _num(r["learning_rate"], ".1e"), _num(r["weight_decay"], ".1e"), _num(r["warmup_steps"], "d"),
+        _num(r["dropout"], ".2f"),
+        f"{_num(r['epochs_run'], 'd')}/{trial.user_attrs.get('epochs_planned', r['epochs'] or '-')}",
+        _num(r["val_loss"], ".4f"), _num(r["val_auc"], ".3f"),
+    ]  # fmt: skip
+
+
+REPORT_COLUMNS = (
+    Column("budget"),
+    Column("h"),
+    Column("val loss"),
+    Column("test loss"),
+    Column("val skill", rank=1),
+    Column("test skill", rank=2),
+    Column("constant", rank=3),
+    Column("linear", rank=4),
+    Column("params"),
+    Column("arch", "left"),
+    Column("trials c/p/f", rank=5),
+    Column("val n", rank=6),
+    Column("job", "left", rank=7),
+)
+REPORT_CAPTION = (
+    "loss: seed mean ± SE, beside the baselines on the same split; skill = 1 − loss / constant's "
+    "(± SE, block bootstrap); * no skill beyond 2 SE"
+)
+
+
+def report_table(cells: list[Cell], width: int | None = None) -> Table:
+    """Each budget × horizon: the model's loss beside its baselines on the same split, and skill;
+    loss, uncertainty, size and architecture are kept whole at any width."""
+    rows = [report_cells(c) for c in cells]
+    return fitted(REPORT_COLUMNS, rows, width, title="per budget × horizon", caption=REPORT_CAPTION)
+
+
+def report_cells(c: Cell) -> list[str]:
+    b = c.best or {}
+    val, test = c.skill.get("val", {}), c.skill.get("test", {})
+    baselines = c.baselines or {}
+    return [
+        format_budget(c.budget), f"h{c.horizon}",
+        _pm(val.get("loss", c.val_loss), val.get("loss_se"), ".4f"),
+        _pm(test.get("loss", (c.test or {}).get("test_loss")), test.get("loss_se"), ".4f"),
+        _pm(val.get("skill_constant"), val.get("skill_constant_se"), "+.3f") + ("*" * (has_skill(c) is False)),
+        _pm(test.get("skill_constant"), test.get("skill_constant_se"), "+.3f"),
+        _num(baselines.get("constant", {}).get("val_loss"), ".4f"),
+        _num(baselines.get("linear", {}).get("val_loss"), ".4f"),
+        _num(b.get("param_count"), ","), b.get("arch") or "-",
+        f"{c.counts['complete']}/{c.counts['pruned']}/{c.counts['failed']} of {c.target}",
+        _num(b.get("n_val"), ","), c.job,
+    ]  # fmt: skip
 
 
 def _pm(value, se, spec: str) -> str:
     """value ± se, or the value alone when no SE was measured."""
     if se is None:
         return _num(value, spec)
-    return f"{_num(value, spec)} ± {_num(se, spec.lstrip('+'))}"
+    return f"{_num(value, spec)}±{_num(se, spec.lstrip('+'))}"
 
 
 def _num(value, spec: str) -> str:
@@ -126,6 +166,24 @@ class StudyProgress:
             self.progress.advance(self.task)
         best = best_trial(study)
         self.progress.update(self.task, detail="" if best is None else f"best {best.value:.4f} (trial {best.number})")
+
+
+def job_lines(job: dict, summary: dict) -> list[str]:
+    """A job as `hpod show` heads it: state, settings, estimate."""
+    from hpod.study.estimate import Estimate
+
+    s = summary["settings"]
+    cap = "" if s["max_epochs"] is None else f" (capped at {s['max_epochs']})"
+    estimate = summary["estimate"]
+    timed = "none (nothing fits this machine)" if estimate is None else Estimate.from_dict(estimate).describe()
+    return [
+        f"job {job['id']} {job['study']}: {job['state']}, {job['trials_finished']}/{job['n_trials']} trials, "
+        f"priority {s['priority']}" + ("" if s["timeout_h"] is None else f", timeout {s['timeout_h']:g} h"),
+        f"  epochs {'/'.join(map(str, s['epochs']))}{cap}, pruner {s['pruner']}, patience {s['patience']}, "
+        f"batch {s['effective_batch']}, {s['final_seeds']} seed runs, device {s['device']}",
+        f"  storage: {s['storage']}" + ("" if s["on_event"] is None else f"; on_event: {s['on_event']}"),
+        f"  estimate: {timed}",
+    ]
 
 
 def memory_line(memory: dict) -> str:

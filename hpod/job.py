@@ -90,8 +90,13 @@ class SearchSpec:
     max_failures: int = 5  # consecutive failed trials that stop a study
     final_seeds: int = 3  # when the search ends, retrain its best with this many more seeds (0: none)
     max_crashes: int = 3  # deaths of the daemon holding the job (kill -9, OOM, power) before it fails
+    max_days: float = 7.0  # a study estimated at enqueue to run longer is refused unless --force
 
     def __post_init__(self) -> None:
+        _check(
+            isinstance(self.max_days, int | float) and 0 < self.max_days < math.inf,
+            f"search.max_days must be a positive number of days but got {self.max_days!r}",
+        )
         _check(self.n_trials >= 1, f"search.n_trials must be >= 1 but got {self.n_trials}")
         _check(self.pruner in PRUNERS, f"search.pruner must be one of {PRUNERS} but got {self.pruner!r}")
         for name in ("learning_rate", "weight_decay", "dropout", "variation_dropout"):
@@ -179,6 +184,7 @@ class JobSpec:
     search: SearchSpec = field(default_factory=SearchSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     guard: GuardSpec = field(default_factory=GuardSpec)
+    on_event: str | None = None  # shell command run when the job ends or the guard pauses it (daemon's --on-event)
     text: str = ""  # the YAML this was read from, kept with the study
 
     def __post_init__(self) -> None:
@@ -186,6 +192,10 @@ class JobSpec:
             isinstance(self.name, str) and SAFE_NAME.fullmatch(self.name) is not None,
             f"job name {self.name!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit "
             "(it names the study and its files in the state directory)",
+        )
+        _check(
+            self.on_event is None or (isinstance(self.on_event, str) and self.on_event.strip() != ""),
+            f"on_event must be a shell command but got {self.on_event!r}",
         )
 
     def with_overrides(
@@ -234,7 +244,7 @@ def parse_job(text: str, *, source: str = "<job>", default_name: str = "job") ->
         raise HpodError(f"job file {source}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise HpodError(f"job file {source}: expected a mapping of sections at the top level")
-    unknown = set(raw) - set(_SECTIONS) - {"name"}
+    unknown = set(raw) - set(_SECTIONS) - {"name", "on_event"}
     if unknown:
         raise HpodError(f"job file {source}: unknown section {sorted(map(str, unknown))[0]!r}")
     try:
@@ -242,7 +252,7 @@ def parse_job(text: str, *, source: str = "<job>", default_name: str = "job") ->
     except HpodError as exc:
         raise HpodError(f"job file {source}: {exc}") from None
     try:
-        return JobSpec(name=raw.get("name", default_name), text=text, **sections)
+        return JobSpec(name=raw.get("name", default_name), on_event=raw.get("on_event"), text=text, **sections)
     except HpodError as exc:
         raise HpodError(f"job file {source}: {exc}") from None
 

@@ -45,6 +45,11 @@ class StateDir:
         return self.root / "micro_batches.json"
 
     @property
+    def step_times(self) -> Path:
+        """Seconds per training step per architecture, device and data (see study/estimate.py)."""
+        return self.root / "step_times.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

@@ -43,7 +43,9 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
         (["daemon", "--guard", "cpu_temp_c=[1"], "is not a value"),
         (["daemon", "--guard", "cpu_temp_c=.nan"], "must be a finite number"),
         (["report", "--storage", "notaurl"], "storage 'notaurl' cannot be opened"),
-        (["show", "9" * 30], "JOB_ID"),
+        (["show", "9" * 30], "nothing was enqueued there"),
+        (["log", "9" * 30], "nothing was enqueued there"),
+        (["plan", "--hours", "0"], "--hours"),
         (["enqueue", "--budget", "20K", "--horizon", "h1", "--memory-limit", "9" * 400 + "G"], "more than 1 PiB"),
     ],
 )
@@ -139,7 +141,11 @@ def test_status_and_show_report_queued_jobs(capsys, tmp_path):
     state = tmp_path / "state"
     args = ["--budget", "20K,30K", "--horizon", "h1", "--job", str(TINY_JOB), "--state-dir", str(state)]
     code, out, _ = run_cli(capsys, "enqueue", *args, "--trials", "3", "--priority", "2")
-    assert code == 0 and out.splitlines() == ["1\ttiny-20K-h1", "2\ttiny-30K-h1"]
+    assert code == 0 and [line.split("\t")[:2] for line in out.splitlines()] == [
+        ["1", "tiny-20K-h1"],
+        ["2", "tiny-30K-h1"],
+    ]
+    assert all(line.split("\t")[2].startswith("on cpu: epoch ") for line in out.splitlines())
     code, out, _ = run_cli(capsys, "status", "--json", "--state-dir", str(state))
     data = json.loads(out)
     assert [(j["study"], j["state"], j["n_trials"], j["priority"]) for j in data["jobs"]] == [

@@ -183,8 +183,9 @@ def parse_state(state, source: str) -> TrialState:
 DOMAINS = {
     "learning_rate": ("a positive number", lambda v: v > 0),
     "weight_decay": ("a positive number", lambda v: v > 0),  # sampled log-uniformly
-    "warmup_steps": ("a whole number of steps, 0 or more", lambda v: float(v).is_integer() and v >= 0),
-    "epochs": ("a whole number of epochs, 1 or more", lambda v: float(v).is_integer() and v >= 1),
+    # whole numbers up to a bound that floats hold exactly: Optuna checks an int's step in floats
+    "warmup_steps": ("a whole number of steps from 0 to 1e9", lambda v: float(v).is_integer() and 0 <= v <= 10**9),
+    "epochs": ("a whole number of epochs from 1 to 1e6", lambda v: float(v).is_integer() and 1 <= v <= 10**6),
     "dropout": ("a probability in [0, 1)", lambda v: 0 <= v < 1),
 }
 

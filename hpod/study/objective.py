@@ -54,13 +54,14 @@ class Objective:
         seed_offset: int = 0,  # added to each trial's training seed (seed runs use their own)
         device: str | None = None,  # a worker slot's device; None: the job's train.device
         memory_share: float = 1.0,  # of the memory limit, when workers share the device
+        on_setup: Callable[[int, int, int], None] | None = None,  # (trial, planned epochs, steps per epoch)
     ):
         self.plan, self.dataset, self.sampler = plan, dataset, sampler
         self.on_epoch, self.after_step, self.checkpoints = on_epoch, after_step, checkpoints
         self.guard, self.choices, self.probe, self.seed_offset = guard, choices, probe, seed_offset
         self.params_by_key = {e.arch.key: e.params for e in plan.grid}
         self.device = pick_device(plan.job.train.device if device is None else device)
-        self.memory_share = memory_share
+        self.memory_share, self.on_setup = memory_share, on_setup
 
     def __call__(self, trial: Trial) -> float:
         widened = trial.study.user_attrs.get(WIDENED)
@@ -222,6 +223,8 @@ class Objective:
             attrs["target_mean"], attrs["target_std"] = self.dataset.target_mean, self.dataset.target_std
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        if self.on_setup is not None:
+            self.on_setup(trial.number, config.epochs, steps_per_epoch(self.dataset, config.effective_batch))
 
     def report(self, trial: Trial, record: EpochRecord) -> None:
         if self.on_epoch is not None:

@@ -27,22 +27,23 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from hpod.guard.sensors import Readings, default_readers, read_all
 from hpod.state import StateDir
+from hpod.supervisor.events import announce, job_command
 from hpod.supervisor.handle import TrialProcess, WorkerWatch, judge
 from hpod.supervisor.held_job import DONE, HeldJob, Running, Verdict, failure
-from hpod.supervisor.hosts import DEFAULT_GRACE_S, fail_silent_trials
+from hpod.supervisor.hosts import DEFAULT_GRACE_S
 from hpod.supervisor.job_row import check_crashes
 from hpod.supervisor.liveness import host_name, is_dead, process_id
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.slots import Slot, make_slots
+from hpod.supervisor.status import ENDED
 from hpod.supervisor.systemd import notify, watchdog_interval_s
 from hpod.supervisor.trials import fail_if_running
-from hpod.supervisor.window import Window
+from hpod.supervisor.window import Pauses, Window
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STOP_EXTEND_USEC = 5 * 60 * 1_000_000  # ask systemd for time to finish a step and checkpoint
 CONTROL_CHECK_S = 2.0
-SILENCE_CHECK_S = 15.0  # how often a held study is searched for trials of silent hosts
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class DaemonOptions:
     workers: int = 1  # trials run at once
     devices: Sequence[str] | None = None  # the slots' devices in turn (default: see slots.make_slots)
     host_grace_s: float = DEFAULT_GRACE_S  # another host's trial silent this long is failed
+    on_event: str | None = None  # the default event command (a job file's `on_event` comes first)
 
 
 class Daemon:
@@ -67,8 +69,7 @@ class Daemon:
         self.slots = make_slots(options.workers, options.devices)
         self.stop = threading.Event()
         self.abort = threading.Event()  # a second SIGINT: stop the workers at once
-        self.pause_reasons: dict[str, str] = {}  # the daemon's own: no trial starts or steps
-        self.paused_since: float | None = None
+        self.pauses = Pauses()  # the daemon's own (the run window): no trial starts or steps
         self.readers = default_readers()
         self.readings: Readings = {}
         self.held: list[HeldJob] = []  # in claim order: the first gets free slots first
@@ -79,26 +80,16 @@ class Daemon:
 
     @property
     def pause_reason(self) -> str | None:
-        return "; ".join(self.pause_reasons.values()) or None
+        return self.pauses.reason
 
     @property
     def running(self) -> list[Running]:
         return [r for job in self.held for r in job.running]
 
-    def set_pause(self, name: str, reason: str | None) -> None:
-        if reason is None:
-            self.pause_reasons.pop(name, None)
-        else:
-            self.pause_reasons[name] = reason
-        if not self.pause_reasons:
-            self.paused_since = None
-        elif self.paused_since is None:
-            self.paused_since = time.time()
-
     def shown_pause(self) -> tuple[str | None, float | None]:
         """What `hpod status` shows: the daemon's own pause, else a running trial's."""
         if self.pause_reason is not None:
-            return self.pause_reason, self.paused_since
+            return self.pause_reason, self.pauses.since
         return next((r.trial_pause for r in self.running if r.trial_pause is not None), (None, None))
 
     def run(self) -> int:
@@ -175,7 +166,7 @@ class Daemon:
     def check_window(self) -> None:
         window = self.options.window
         inside = window is None or window.contains(dt.datetime.now())
-        self.set_pause("window", None if inside else f"outside the run window {window}")
+        self.pauses.set("window", None if inside else f"outside the run window {window}")
 
     def heartbeat(self, queue: Queue) -> None:
         """Extend the held jobs' leases and tell `hpod status` this daemon is alive."""
@@ -246,9 +237,7 @@ class Daemon:
         """Advance the job's phase, fail the trials of silent hosts, release it once it has ended."""
         run_s = job.row["run_s"] + time.monotonic() - job.started
         self.guarded(job, lambda: job.check(self.stop.is_set(), self.controls.get(job.id), run_s))
-        if job.study is not None and time.monotonic() - job.last_silence_check >= self.silence_check_s:
-            job.last_silence_check = time.monotonic()
-            self.guarded(job, lambda: fail_silent_trials(job.study, self.options.host_grace_s, self.state))
+        self.guarded(job, lambda: job.fail_silent_hosts(self.options.host_grace_s))
         verdict = job.result()
         if verdict is not None:
             self.record_progress(job)  # other hosts may have finished trials since this one's last
@@ -257,14 +246,17 @@ class Daemon:
                 self.held.remove(job)
             self.end(job.row, verdict)
 
-    @property
-    def silence_check_s(self) -> float:
-        return min(SILENCE_CHECK_S, self.options.host_grace_s / 2)
-
     def end(self, row: dict, verdict: Verdict) -> None:
         state, note = verdict
         self.queue.release(row["id"], self.owner, state, note)
         log.info("job %d (%s): %s%s", row["id"], row["study_name"], state, f" ({note})" if note else "")
+        if state in ENDED:
+            self.announce(row["id"], state, note)
+
+    def announce(self, job_id: int, state: str, reason: str | None) -> None:
+        """The event command, with the job as its row stands now (its best loss included)."""
+        row = self.queue.job(job_id)
+        announce(job_command(row, self.options.on_event), row, state, reason)
 
     def refresh_controls(self) -> None:
         """`hpod pause` and `hpod cancel` of held jobs, read every few seconds."""
@@ -281,7 +273,7 @@ class Daemon:
                 "resume": resume,
                 "guard": self.options.guard,
                 "phase": phase,
-                "target": job.target,
+                "target": job.target if job.may_race(len(self.slots)) else None,
                 "slot": slot.task(),
             }
         )
@@ -325,13 +317,15 @@ class Daemon:
         kind, watch, job_id = report["kind"], run.watch, run.job.id
         if "trial" in report and report["trial"] is not None:
             watch.number = report["trial"]
+        fields = watch.progress(report)
+        if fields is not None:
+            self.queue.record_progress(job_id, self.owner, current_trial=watch.number, **fields)
         if kind == "epoch":
-            self.queue.record_progress(job_id, self.owner, current_trial=watch.number, current_epoch=report["epoch"])
             notify(f"STATUS=job {job_id} {run.job.name}: trial {watch.number} epoch {report['epoch']}")
-        elif kind == "started":
-            self.queue.record_progress(job_id, self.owner, current_trial=watch.number, current_epoch=None)
         elif kind in ("paused", "resumed"):
             run.trial_pause = (report["reason"], report["since"]) if kind == "paused" else None
+            if kind == "paused":
+                self.announce(job_id, "paused", report["reason"])
             log.info("trial %s %s", watch.number, f"paused: {report['reason']}" if kind == "paused" else "resumed")
             self.publish(self.queue)
         elif kind in ("finished", "interrupted", "error"):

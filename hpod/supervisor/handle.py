@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psutil
 
 log = logging.getLogger(__name__)
+STEP_RECORD_S = 5.0  # how often a running trial's step progress goes to the queue
 
 
 @dataclass
@@ -36,6 +37,40 @@ class WorkerWatch:
     paused: bool = False
     killed: str | None = None
     final: dict | None = None
+    epoch_steps: int | None = None  # the trial's optimizer steps per epoch, from its setup report
+    first_step: tuple[float, int] | None = None  # (when, global step) of the first step report
+    written: float = 0.0  # when the step progress last went to the queue
+
+    def progress(self, report: dict) -> dict | None:
+        """The queue fields a report updates for `hpod status` (step progress every few seconds,
+        for the ETA it gives before any trial has finished); None when it updates none."""
+        kind = report["kind"]
+        if kind == "epoch":
+            return {"current_epoch": report["epoch"]}
+        if kind == "started":
+            return {"current_epoch": None, "current_step": None, "step_s": None}
+        if kind == "setup":
+            self.epoch_steps = report["steps"]
+            return {"trial_epochs": report["epochs"], "epoch_steps": report["steps"], "step_s": None}
+        if kind != "step" or report["step"] < 0:  # step -1: a keep-alive before the first step
+            return None
+        step_s = self.step_seconds(report["epoch"], report["step"])
+        if time.monotonic() - self.written < STEP_RECORD_S:
+            return None
+        self.written = time.monotonic()
+        return {"current_epoch": report["epoch"], "current_step": report["step"], "step_s": step_s}
+
+    def step_seconds(self, epoch: int, step: int) -> float | None:
+        """Seconds per optimizer step measured since this worker's first step report (a resumed
+        trial starts mid-epoch, hence global steps)."""
+        if self.epoch_steps is None:
+            return None
+        now, done = time.monotonic(), epoch * self.epoch_steps + step
+        if self.first_step is None or done < self.first_step[1]:
+            self.first_step = (now, done)
+            return None
+        since, start = self.first_step
+        return (now - since) / (done - start) if done > start else None
 
 
 class TrialProcess:

@@ -17,6 +17,7 @@ from hpod.state import StateDir, open_storage
 from hpod.study.plan import FINISHED, best_trial, finished_count, open_study
 from hpod.study.seeds import open_seed_study
 from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch
+from hpod.supervisor.hosts import fail_silent_trials
 from hpod.supervisor.job_row import plan_from_row
 from hpod.supervisor.slots import Slot
 from hpod.supervisor.trials import check_failures, drop_failed_checkpoints, orphans, wait_for_old_workers
@@ -24,6 +25,7 @@ from hpod.supervisor.trials import check_failures, drop_failed_checkpoints, orph
 log = logging.getLogger(__name__)
 Verdict = tuple[str, str | None]  # the job's end state and its note
 DONE: Verdict = ("done", None)
+SILENCE_CHECK_S = 15.0  # how often a held study is searched for trials of silent hosts
 
 
 @dataclass
@@ -113,6 +115,19 @@ class HeldJob:
             self.phase, self.target, self.failures, self.ending = "seeds", self.plan.job.search.final_seeds, 0, None
         elif self.phase in ("search", "seeds"):
             self.phase, self.note, self.ending = "evaluate", self.ending[1], None
+
+    def may_race(self, workers: int) -> bool:
+        """Whether another worker or host may start a trial of this study at the same time, so a
+        new trial must check that it is not surplus (a query per trial, spared otherwise)."""
+        return workers > 1 or self.row["storage"] is not None
+
+    def fail_silent_hosts(self, grace_s: float) -> None:
+        """Every few seconds (at most half the grace period), fail the trials of other hosts
+        silent past `grace_s`, so that the study goes on without them."""
+        if self.study is None or time.monotonic() - self.last_silence_check < min(SILENCE_CHECK_S, grace_s / 2):
+            return
+        self.last_silence_check = time.monotonic()
+        fail_silent_trials(self.study, grace_s, self.state)
 
     def next_task(self) -> tuple[str, int | None] | None:
         """(phase, trial to resume or None for a new one) for a free slot, or None when this job

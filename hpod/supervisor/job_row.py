@@ -17,8 +17,9 @@ from pathlib import Path
 from hpod.errors import HpodError
 from hpod.job import JobSpec, parse_job
 from hpod.results.importer import import_trials, load_candidates, summary
-from hpod.state import StateDir, open_storage
+from hpod.state import StateDir, open_storage, shown_url
 from hpod.study.budget import format_budget
+from hpod.study.estimate import Estimate, duration, estimate_study
 from hpod.study.plan import StudyPlan, best_trial, finished_count, open_study, plan_study
 from hpod.supervisor.queue import Queue
 from hpod.trial.data import bundled_path, data_shape, load_dataset
@@ -50,11 +51,19 @@ def prepare_jobs(
     priority: int = 0,
     timeout_h: float | None = None,
     force: bool = False,
+    step_times: dict | None = None,
 ) -> list[dict]:
-    """Queue rows for every budget × horizon, after checking each: grid, memory, data, splits."""
+    """Queue rows for every budget × horizon, after checking each: grid, memory, data, splits,
+    and, given the step times known (updated with those timed now), how long it will take
+    (refused past `search.max_days` unless forced)."""
     plans = [fit_to_memory(plan_study(job, b, h), force) for b in budgets for h in horizons]
-    for horizon in horizons:
-        load_dataset(job.data, horizon)
+    datasets = {horizon: load_dataset(job.data, horizon) for horizon in horizons}
+    estimates = {}
+    if step_times is not None:
+        estimates = {p.name: estimate_study(p, datasets[p.horizon], step_times) for p in plans}
+        for plan in plans:
+            if estimates[plan.name] is not None:
+                check_duration(plan, estimates[plan.name], force)
     path = data_file(job)
     base = {
         "job_name": job.name,
@@ -75,9 +84,24 @@ def prepare_jobs(
             "budget": p.budget,
             "horizon": p.horizon,
             "dropped_archs": json.dumps(sorted(p.excluded)),
+            "estimate": json.dumps(estimates[p.name].as_dict()) if estimates.get(p.name) else None,
         }
         for p in plans
     ]
+
+
+def check_duration(plan: StudyPlan, estimate: Estimate, force: bool) -> None:
+    """Refuse a study expected to run past `search.max_days` at this machine's measured speed."""
+    limit_days = plan.job.search.max_days
+    if estimate.expected_s <= limit_days * 86400:
+        return
+    message = (
+        f"{plan.name}: about {duration(estimate.expected_s)} at this machine's measured speed ({estimate.describe()}), "
+        f"past search.max_days {limit_days:g}; lower --trials or --max-epochs, a smaller budget, or --force"
+    )
+    if not force:
+        raise HpodError(message)
+    log.warning("%s (queued anyway: --force)", message)
 
 
 def fit_to_memory(plan: StudyPlan, force: bool) -> StudyPlan:
@@ -113,6 +137,31 @@ def plan_from_row(row: dict) -> StudyPlan:
         raise HpodError(f"data file {path} changed since job {row['id']} was queued (sha256 differs)")
     excluded = frozenset(json.loads(row["dropped_archs"] or "[]"))
     return dataclasses.replace(plan_study(job, row["budget"], row["horizon"]), excluded=excluded)
+
+
+def job_summary(row: dict) -> dict:
+    """What `hpod show` says of a job, queued or not: its settings, grid and estimate."""
+    job = parse_job(row["job_text"], source=f"job {row['id']}", default_name=row["job_name"])
+    search, train = job.search, job.train
+    grid = plan_study(job.with_overrides(data=row["data_path"]), row["budget"], row["horizon"]).grid
+    return {
+        "settings": {
+            "trials": row["n_trials"],
+            "epochs": list(search.epochs),
+            "max_epochs": row["max_epochs"],
+            "pruner": search.pruner,
+            "patience": train.patience,
+            "effective_batch": train.effective_batch,
+            "final_seeds": search.final_seeds,
+            "device": train.device,
+            "priority": row["priority"],
+            "timeout_h": None if row["timeout_s"] is None else row["timeout_s"] / 3600,
+            "storage": "SQLite in the state directory" if row["storage"] is None else shown_url(row["storage"]),
+            "on_event": job.on_event,
+        },
+        "memory": {"grid_size": len(grid), "dropped_at_enqueue": json.loads(row["dropped_archs"] or "[]")},
+        "estimate": None if row["estimate"] is None else json.loads(row["estimate"]),
+    }
 
 
 def check_crashes(row: dict) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_S = 30
 STATES = ("queued", "running", "paused", "interrupted", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running", "paused", "interrupted")  # a duplicate of these is refused
+CLAIM_ORDER = "state = 'queued', priority DESC, created, id"  # interrupted first, then priority, then age
 
 # Each entry upgrades the schema by one version (PRAGMA user_version); append, never edit.
 MIGRATIONS = (
@@ -82,6 +83,15 @@ MIGRATIONS = (
     """,
     """
     ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;  -- times its holder died holding it
+    """,
+    # estimate: JSON of study.estimate.Estimate, made at enqueue; then the running trial's step
+    # within its epoch, its steps per epoch, its planned epochs and its measured seconds per step
+    """
+    ALTER TABLE jobs ADD COLUMN estimate TEXT;
+    ALTER TABLE jobs ADD COLUMN current_step INTEGER;
+    ALTER TABLE jobs ADD COLUMN epoch_steps INTEGER;
+    ALTER TABLE jobs ADD COLUMN trial_epochs INTEGER;
+    ALTER TABLE jobs ADD COLUMN step_s REAL
     """,
 )
 
@@ -165,13 +175,13 @@ class Queue:
         now = time.time()
         with self.transaction() as conn:
             cursor = conn.execute(
-                """
+                f"""
                 UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1,
                     started = coalesce(started, ?), crashes = crashes + (state = 'running')
                 WHERE id = (
                     SELECT id FROM jobs
                     WHERE state IN ('queued', 'interrupted') OR (state = 'running' AND lease_until < ?)
-                    ORDER BY state = 'queued', priority DESC, created, id LIMIT 1)
+                    ORDER BY {CLAIM_ORDER} LIMIT 1)
                 RETURNING *
                 """,
                 (owner, now + lease_s, now, now),
@@ -240,6 +250,22 @@ class Queue:
 
     def jobs(self) -> list[dict]:
         return self.rows("SELECT * FROM jobs ORDER BY id")
+
+    def in_claim_order(self) -> list[dict]:
+        """The jobs held now, then those a daemon will claim, in the order it will claim them."""
+        return self.rows(
+            f"SELECT * FROM jobs WHERE state IN ('running', 'queued', 'interrupted') "
+            f"ORDER BY state != 'running', {CLAIM_ORDER}"
+        )
+
+    def find(self, ref: str) -> dict:
+        """A job by id, or the latest job of a study by name."""
+        if ref.isdigit():
+            return self.job(int(ref))
+        rows = self.rows("SELECT * FROM jobs WHERE study_name = ? ORDER BY id DESC LIMIT 1", (ref,))
+        if not rows:
+            raise HpodError(f"no job {ref!r}: give a job id or the name of a queued study")
+        return rows[0]
 
     def job(self, job_id: int) -> dict:
         """The job's row; an error names a job that does not exist (SQLite ids fit in 63 bits)."""

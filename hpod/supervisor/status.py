@@ -14,6 +14,7 @@ from hpod.guard.sensors import default_readers, read_all
 from hpod.study.budget import format_budget
 from hpod.supervisor.liveness import is_dead
 from hpod.supervisor.queue import Queue
+from hpod.tables import Column, fitted
 
 DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as not alive
 ENDED = ("done", "failed", "cancelled")
@@ -25,6 +26,8 @@ def job_status(row: dict) -> dict:
     eta = None
     if row["state"] == "running" and 0 < done < target:
         eta = row["run_s"] / done * (target - done)
+    elif row["state"] == "running" and done < target and None not in (row["step_s"], row["epoch_steps"]):
+        eta = first_trial_eta(row, target - done)
     return {
         "id": row["id"],
         "study": row["study_name"],
@@ -41,12 +44,26 @@ def job_status(row: dict) -> dict:
         "best_arch": row["best_arch"],
         "current_trial": row["current_trial"],
         "current_epoch": row["current_epoch"],
+        "current_step": row["current_step"],
+        "epoch_steps": row["epoch_steps"],
+        "step_s": row["step_s"],
         "attempts": row["attempts"],
         "elapsed_s": row["run_s"],
         "eta_s": eta,
         "last_error": row["last_error"],
         "storage": row["storage"],
     }
+
+
+def first_trial_eta(row: dict, trials_left: int) -> float | None:
+    """Before any trial has finished: the running trial's measured step time × its planned
+    steps, less the steps it has run, plus as many more trials (early stopping and pruning
+    make it an upper bound)."""
+    if row["trial_epochs"] is None:
+        return None
+    trial_steps = row["trial_epochs"] * row["epoch_steps"]
+    ran = (row["current_epoch"] or 0) * row["epoch_steps"] + (row["current_step"] or 0)
+    return row["step_s"] * (max(0, trial_steps - ran) + (trials_left - 1) * trial_steps)
 
 
 def skill(loss: float | None, constant: float | None) -> float | None:
@@ -107,14 +124,16 @@ def hosts_by_study(urls: list[str], only: set[str] | None = None) -> dict[str, d
     return found
 
 
-def hosts_table(hosts: dict[str, dict[str, dict[str, int]]]) -> Table:
-    table = Table(title="hosts on shared storages", title_justify="left")
-    for name, justify in (("study", "left"), ("host", "left"), ("running", "right"), ("finished", "right")):
-        table.add_column(name, justify=justify)
-    for study, per_host in hosts.items():
-        for host, counts in per_host.items():
-            table.add_row(study, host, str(counts["running"]), str(counts["finished"]))
-    return table
+HOST_COLUMNS = (Column("study", "left"), Column("host", "left"), Column("running"), Column("finished"))
+
+
+def hosts_table(hosts: dict[str, dict[str, dict[str, int]]], width: int | None = None) -> Table:
+    rows = [
+        [study, host, str(counts["running"]), str(counts["finished"])]
+        for study, per_host in hosts.items()
+        for host, counts in per_host.items()
+    ]
+    return fitted(HOST_COLUMNS, rows, width, title="hosts on shared storages")
 
 
 def shown_jobs(jobs: list[dict], show_all: bool) -> tuple[list[dict], str | None]:
@@ -134,41 +153,45 @@ def shown_jobs(jobs: list[dict], show_all: bool) -> tuple[list[dict], str | None
     return shown, f"{hidden_queued} more queued and {hidden_finished} older finished jobs: hpod status --all"
 
 
-def status_table(status: dict, show_all: bool = False) -> Table:
+STATUS_COLUMNS = (
+    Column("id"),
+    Column("budget"),
+    Column("h"),
+    Column("state", "left"),
+    Column("trials"),
+    Column("val loss"),
+    Column("skill", rank=2),
+    Column("best arch", "left"),
+    Column("now", "left", rank=3),
+    Column("elapsed", rank=4),
+    Column("ETA"),
+    Column("study", "left", rank=5),
+)
+
+
+def status_table(status: dict, show_all: bool = False, width: int | None = None) -> Table:
+    """The jobs, with the columns a morning look needs kept whole at any width: id, budget,
+    horizon, state, trials, best loss and architecture, ETA; the rest go first as it narrows."""
     jobs, hidden = shown_jobs(status["jobs"], show_all)
-    table = Table(title="hpod jobs", title_justify="left", caption=hidden, caption_justify="left")
-    columns = (
-        "id",
-        "study",
-        "budget",
-        "horizon",
-        "state",
-        "trials",
-        "best val loss",
-        "skill",
-        "best arch",
-        "now",
-        "elapsed",
-        "ETA",
-    )
-    for name in columns:
-        table.add_column(
-            name, justify="right" if name in ("id", "trials", "best val loss", "skill", "elapsed", "ETA") else "left"
+    rows = [status_row(job) for job in jobs]
+    return fitted(STATUS_COLUMNS, rows, width, title="hpod jobs", caption=hidden)
+
+
+def status_row(job: dict) -> list[str]:
+    now = "-"
+    if job["current_trial"] is not None:
+        epoch = f" epoch {job['current_epoch']}" if job["current_epoch"] is not None else ""
+        step = (
+            f" step {job['current_step'] + 1}/{job['epoch_steps']}" if epoch and job["current_step"] is not None else ""
         )
-    for job in jobs:
-        state = job["state"] + (f" ({job['control']}ing)" if job["control"] else "")
-        now = "-"
-        if job["current_trial"] is not None:
-            now = f"trial {job['current_trial']}" + (
-                f" epoch {job['current_epoch']}" if job["current_epoch"] is not None else ""
-            )
-        table.add_row(
-            str(job["id"]), job["study"], format_budget(job["budget"]), job["horizon"], state,
-            f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]),
-            "-" if job["skill"] is None else f"{job['skill']:+.3f}", job["best_arch"] or "-",
-            now, _duration(job["elapsed_s"]), _duration(job["eta_s"]),
-        )  # fmt: skip
-    return table
+        now = f"trial {job['current_trial']}{epoch}{step}"
+    return [
+        str(job["id"]), format_budget(job["budget"]), job["horizon"],
+        f"{job['control']}ing" if job["control"] else job["state"],
+        f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]),
+        "-" if job["skill"] is None else f"{job['skill']:+.3f}", job["best_arch"] or "-",
+        now, _duration(job["elapsed_s"]), _duration(job["eta_s"]), job["study"],
+    ]  # fmt: skip
 
 
 def machine_line(status: dict) -> str:

@@ -4,8 +4,10 @@ The study layer knows nothing of processes; this is where trials meet them."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,15 +17,16 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpod.errors import HpodError
-from hpod.records import SURPLUS, WORKER, TrialLog
+from hpod.records import BEAT, SURPLUS, WORKER, TrialLog
 from hpod.state import StateDir
 from hpod.study.objective import Objective
 from hpod.study.plan import FINISHED, finished_count
-from hpod.supervisor.liveness import Beat, is_dead, is_remote, process_id
+from hpod.supervisor.liveness import is_dead, is_remote, process_id
 from hpod.trial import checkpoint as checkpoint_io
 from hpod.trial.train import Interrupted
 
 log = logging.getLogger(__name__)
+BEAT_S = 5.0  # how often a running trial says it is alive, for other hosts on a shared storage
 
 
 class StudyFailed(HpodError):
@@ -174,3 +177,24 @@ def wait_for_old_workers(study: optuna.Study, timeout_s: float = 30.0) -> None:
     workers = [t.user_attrs["worker"] for t in running if "worker" in t.user_attrs]
     while any(not is_dead(w) and not is_remote(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+class Beat:
+    """A thread that stamps the trial's BEAT attribute every `interval` seconds until stopped;
+    it dies with the worker, which is what lets other hosts see that a host is gone."""
+
+    def __init__(self, trial: Trial, interval: float = BEAT_S):
+        self.trial, self.interval = trial, interval  # until the first beat, the trial's start stands for one
+        self.stopped = threading.Event()
+        threading.Thread(target=self.run, daemon=True, name="beat").start()
+
+    def stamp(self) -> None:
+        self.trial.set_user_attr(BEAT, time.time())
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            with contextlib.suppress(Exception):  # a storage hiccup must not end the trial; the next beat retries
+                self.stamp()
+
+    def stop(self) -> None:
+        self.stopped.set()

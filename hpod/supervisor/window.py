@@ -1,9 +1,11 @@
-"""The daemon's run window: hours of the day in which trials may run (`hpod daemon --window`)."""
+"""The daemon's run window: hours of the day in which trials may run (`hpod daemon --window`),
+and the daemon's own pauses that it and others like it impose."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from hpod.errors import HpodError
 
@@ -35,3 +37,25 @@ class Window:
 
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass
+class Pauses:
+    """The daemon's own reasons to hold every trial, by name, and since when it has held them."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+    since: float | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.reasons.values()) or None
+
+    def set(self, name: str, reason: str | None) -> None:
+        if reason is None:
+            self.reasons.pop(name, None)
+        else:
+            self.reasons[name] = reason
+        if not self.reasons:
+            self.since = None
+        elif self.since is None:
+            self.since = time.time()

@@ -144,6 +144,7 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
         seed_offset=SEED_OFFSET if phase == "seeds" else 0,
         device=slot.get("device"),
         memory_share=slot.get("share", 1.0),
+        on_setup=lambda number, epochs, steps: reporter.send("setup", trial=number, epochs=epochs, steps=steps),
     )
     try:
         log_file = TrialLog(state.logs / f"{study.study_name}.log")

@@ -10,6 +10,8 @@ import fcntl
 import json
 import logging
 import re
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,36 +141,68 @@ def choose_micro_batch(
     raise MemoryFailed(f"{arch.key} ran out of memory even at micro-batch {fitting[-1]} ({limit.source})")
 
 
-class ChoiceCache:
-    """Micro-batch choices by (architecture, device, data shape), in one JSON file, replaced
-    atomically so a reader never sees half of it."""
+class KeyedFile:
+    """A JSON object of entries by key in one file, replaced atomically so that a reader never sees
+    half of it, and updated under an exclusive lock so that processes writing at once keep each
+    other's entries."""
 
     def __init__(self, path: Path):
         self.path = path
+
+    def read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):  # absent or unreadable: a cache starts empty
+            return {}
+
+    def put(self, key: str, entry: dict) -> None:
+        self.update({key: entry})
+
+    def update(self, entries: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_name(self.path.name + ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            text = json.dumps(self.read() | entries, indent=1, sort_keys=True)
+            checkpoint_io.write_atomic(self.path, lambda f: f.write(text.encode()))
+
+
+class ChoiceCache(KeyedFile):
+    """Micro-batch choices by (architecture, device, data shape, batch)."""
 
     @staticmethod
     def key(arch: Arch, device: str, config: ModelConfig, effective_batch: int) -> str:
         s = config.shape
         return f"{arch.key}|{device}|c{s.context}x{s.n_features}-p{s.patch_len}s{s.stride}|b{effective_batch}"
 
-    def read(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
     def get(self, key: str) -> Choice | None:
         entry = self.read().get(key)
         return None if entry is None else Choice(**entry)
 
     def put(self, key: str, choice: Choice) -> None:
-        """Add a choice; read, update and replace under an exclusive lock, so that workers
-        probing at once keep each other's choices."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.with_name(self.path.name + ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            text = json.dumps(self.read() | {key: asdict(choice)}, indent=1, sort_keys=True)
-            checkpoint_io.write_atomic(self.path, lambda f: f.write(text.encode()))
+        super().put(key, asdict(choice))
+
+
+def time_micro_step(
+    model_config: ModelConfig, config: TrainConfig, dataset: Dataset, micro_batch: int, repeats: int = 2
+) -> float:
+    """Seconds of one training step of one micro-batch on real rows: the median of `repeats`
+    after a warm-up step (the first allocates AdamW's moments and warms the kernels)."""
+    model = PatchTST(model_config).to(config.device)
+    optimizer = make_optimizer(model, config)
+    rows = dataset.splits["train"][:micro_batch]
+    times = []
+    try:
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            accumulate_gradients(model, dataset, rows, config, micro_batch)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if config.device.startswith("cuda"):
+                torch.cuda.synchronize(config.device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+    finally:
+        del model, optimizer
 
 
 def measure(job_file: str | None, horizon: int, key: str, micro_batch: int, device: str = "cpu") -> dict:

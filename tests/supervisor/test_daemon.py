@@ -173,7 +173,8 @@ def test_a_daemon_killed_with_sigkill_leaves_its_job_to_the_next_daemon(state, t
 def test_a_memory_floor_above_free_ram_pauses_the_running_trial_and_status_says_why(state, tmp_path):
     enqueue(state, write_job(tmp_path, epochs=2))
     floor = ("--guard", "memory_floor_gib=100000", "--guard", "memory_resume_gib=100000")
-    daemon = start_daemon(state, *floor)
+    told = tmp_path / "events"
+    daemon = start_daemon(state, *floor, "--on-event", f'echo "$HPOD_JOB_ID $HPOD_STATE $HPOD_REASON" >> {told}')
     paused = wait_for(lambda: next((d for d in status(state)["daemons"] if d["paused_reason"]), None), what="a pause")
     assert paused["paused_reason"].startswith("RAM available ") and "< 100000 GiB" in paused["paused_reason"]
     shown = hpod(state, "status").stdout
@@ -185,6 +186,7 @@ def test_a_memory_floor_above_free_ram_pauses_the_running_trial_and_status_says_
     [trial] = study(state, STUDY).trials
     assert trial.state == TrialState.RUNNING  # stopped while paused, to be resumed
     assert trial.user_attrs["pauses"][0]["reason"].startswith("RAM available ")
+    assert told.read_text().startswith("1 paused RAM available ")  # the guard's pause reaches the event command
 
 
 def test_a_bad_guard_setting_is_refused_in_one_line(state):

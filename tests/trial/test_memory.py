@@ -120,7 +120,7 @@ def test_architectures_too_big_for_the_limit_are_dropped_from_the_job_and_never_
     assert kept and dropped  # the limit splits this grid
     assert all(estimate(e.arch, e.params, shape, 1, "cpu").peak > limit.bytes for e in dropped)
     state = tmp_path / "state"
-    result = hpod(state, "enqueue", "--budget", "200M", "--horizon", "h1", "--memory-limit", "3.6G")
+    result = hpod(state, "enqueue", "--budget", "200M", "--horizon", "h1", "--memory-limit", "3.6G", "--no-estimate")
     assert result.returncode == 0, result.stderr
     [row] = Queue(state / "queue.db").jobs()
     assert set(json.loads(row["dropped_archs"])) == {e.arch.key for e in dropped}

@@ -1,0 +1,116 @@
+"""How long a study will take on this machine, known before it is queued: training steps of the
+grid's smallest, median and largest architectures timed here (cached per architecture, device
+and data in the state directory), scaled to an epoch, a trial and the whole study, each as a
+range, since a trial's epochs are sampled, early stopping and pruning end some sooner, and the
+architectures differ."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from hpod.study.plan import StudyPlan
+from hpod.trial.data import Dataset
+from hpod.trial.device import pick_device
+from hpod.trial.grid import GridEntry
+from hpod.trial.memory import estimate, feasible, job_limit
+from hpod.trial.probe import ChoiceCache, powers_of_two, time_micro_step
+from hpod.trial.train import TrainConfig, steps_per_epoch
+
+WORKER_START_S = 2.0  # a trial's worker process: interpreter, torch, data (bench/overhead.py)
+EVAL_COST = 1 / 3  # a validation sample's forward pass against a training sample's step
+
+
+@dataclass(frozen=True)
+class Estimate:
+    device: str
+    epoch_s: tuple[float, float]  # fastest and slowest architecture timed
+    trial_s: tuple[float, float]  # fewest epochs (pruned or stopped early) on the fastest; most on the slowest
+    study_s: tuple[float, float]  # the target's trials and the seed runs
+    timed: dict[str, float]  # architecture key → seconds per epoch
+
+    @property
+    def expected_s(self) -> float:
+        """The range's geometric middle: what the refusal threshold is held against."""
+        return math.sqrt(self.study_s[0] * self.study_s[1])
+
+    def describe(self) -> str:
+        return f"on {self.device}: epoch {span(self.epoch_s)}, trial {span(self.trial_s)}, study {span(self.study_s)}"
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"expected_s": self.expected_s}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Estimate:
+        """Back from `as_dict` (a queue row keeps it as JSON)."""
+        spans = (tuple(data[name]) for name in ("epoch_s", "trial_s", "study_s"))
+        return cls(data["device"], *spans, data["timed"])
+
+
+def representative(grid: list[GridEntry]) -> list[GridEntry]:
+    """The smallest, median and largest architectures by parameters (fewer if the grid is small)."""
+    ordered = sorted(grid, key=lambda e: (e.params, e.arch.key))
+    picks = [ordered[0], ordered[len(ordered) // 2], ordered[-1]]
+    return list({e.arch.key: e for e in picks}.values())
+
+
+def epoch_seconds(plan: StudyPlan, entry: GridEntry, dataset: Dataset, device: str, times: dict) -> float:
+    """One epoch of `entry`: its micro-batch steps at the largest micro-batch the memory model
+    lets it use, then the validation pass."""
+    train = plan.job.train
+    limit = job_limit(plan.job.guard, device)
+    micro = next(
+        (
+            m
+            for m in powers_of_two(train.effective_batch)
+            if estimate(entry.arch, entry.params, dataset.shape, m, device).peak <= limit.bytes
+        ),
+        1,
+    )
+    model_config = entry.arch.model_config(
+        dataset.shape, dropout=0.1, head_dropout=train.head_dropout, revin=train.revin
+    )
+    key = f"{ChoiceCache.key(entry.arch, device, model_config, train.effective_batch)}|m{micro}"
+    if key not in times:
+        config = TrainConfig(1e-3, 1e-4, 10, 1, effective_batch=train.effective_batch, micro_batch=micro, device=device)
+        times[key] = {"seconds": time_micro_step(model_config, config, dataset, micro)}
+    step_s = times[key]["seconds"]
+    micro_steps = steps_per_epoch(dataset, train.effective_batch) * math.ceil(train.effective_batch / micro)
+    val_steps = math.ceil(len(dataset.splits["val"]) / micro) * EVAL_COST
+    return (micro_steps + val_steps) * step_s
+
+
+def estimate_study(plan: StudyPlan, dataset: Dataset, times: dict) -> Estimate | None:
+    """The study's estimate; `times` holds the step times known (state/step_times.json) and gets
+    those timed now, for the caller to keep once the job is queued. None when no architecture
+    can train in this machine's memory (a study forced into the queue for a bigger machine)."""
+    device = pick_device(plan.job.train.device)
+    candidates = [e for e in plan.grid if e.arch.key not in plan.excluded]
+    grid, _ = feasible(candidates, dataset.shape, device, job_limit(plan.job.guard, device))
+    if not grid:
+        return None
+    timed = {e.arch.key: epoch_seconds(plan, e, dataset, device, times) for e in representative(grid)}
+    epoch = (min(timed.values()), max(timed.values()))
+    search = plan.job.search
+    fewest = 1 if search.pruner != "none" else min(min(search.epochs), plan.job.train.patience + 1, plan.max_epochs)
+    trial = (fewest * epoch[0] + WORKER_START_S, plan.max_epochs * epoch[1] + WORKER_START_S)
+    runs = search.n_trials + search.final_seeds
+    return Estimate(device, epoch, trial, (runs * trial[0], runs * trial[1]), timed)
+
+
+def span(seconds: tuple[float, float]) -> str:
+    low, high = (duration(s) for s in seconds)
+    return low if low == high else f"{low}–{high}"
+
+
+def duration(seconds: float) -> str:
+    """12 s, 4m10s, 3h05m, 6d04h: two units at most."""
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours}h{minutes % 60:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"

@@ -1,0 +1,93 @@
+"""What a user sees of a job before and while it runs: the estimate and `hpod show` of a queued
+job, the ETA from the first trial's first steps, `hpod plan`, `hpod log -f`, and the event
+command; with real daemons on real queues."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+
+from hpod.supervisor.queue import Queue
+from tests.helpers import enqueue, finish, hpod, start_daemon, status, wait_for, write_job
+
+STUDY = "daemon-20K-h1"
+
+
+def test_enqueue_prints_an_estimate_and_show_describes_the_queued_job(state, tmp_path):
+    job_file = write_job(tmp_path, epochs=3)
+    result = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", job_file)
+    assert result.returncode == 0, result.stderr
+    assert "on cpu: epoch " in result.stdout and "study " in result.stdout
+    assert json.loads((state / "step_times.json").read_text())  # the timings are kept for the next enqueue
+    shown = hpod(state, "show", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert "queued" in shown.stdout and "estimate: on cpu" in shown.stdout and "architectures" in shown.stdout
+    by_name = json.loads(hpod(state, "show", STUDY, "--json").stdout)
+    assert by_name["job"]["id"] == 1 and by_name["job"]["settings"]["trials"] == 2 and by_name["trials"] == []
+    assert by_name["job"]["estimate"]["study_s"][0] > 0
+    missing = hpod(state, "show", "nosuch-study")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_status_gives_an_eta_and_step_progress_before_any_trial_has_finished(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=40))
+    daemon = start_daemon(state)
+
+    def first_trial_eta():
+        [job] = status(state)["jobs"]
+        return job["trials_finished"] == 0 and job["eta_s"] is not None and job
+
+    job = wait_for(first_trial_eta, timeout=120, what="an ETA during the first trial")
+    assert job["eta_s"] > 0 and job["current_step"] is not None and job["epoch_steps"] > 0
+    table = hpod(state, "status", "--wide").stdout
+    assert f"step {job['current_step'] + 1}/{job['epoch_steps']}" in table or "step " in table
+    daemon.send_signal(signal.SIGTERM)
+    finish(daemon, timeout=60)
+
+
+def test_plan_lists_jobs_in_the_order_the_daemon_claims_them(state, tmp_path):
+    job_file = write_job(tmp_path, epochs=1)
+    enqueue(state, job_file, "--budget", "20K,30K")
+    enqueue(state, job_file, "--budget", "40K", "--priority", "5")
+    queue = Queue(state / "queue.db")
+    held = queue.claim("someone", 60)
+    queue.release(held["id"], "someone", "interrupted")
+    planned = json.loads(hpod(state, "plan", "--hours", "10", "--json").stdout)
+    copy = tmp_path / "copy.db"
+    shutil.copy(state / "queue.db", copy)
+    claims = Queue(copy)
+    order = [row["id"] for row in iter(lambda: claims.claim("daemon", 60), None)]
+    assert [p["id"] for p in planned] == order and len(order) == 3
+    assert all(p["run_s"] > 0 and p["runs_in_window"] == p["runs_left"] for p in planned)  # tiny: all fit
+    tight = json.loads(hpod(state, "plan", "--hours", "0.0001", "--json").stdout)
+    assert tight[0]["runs_in_window"] < tight[0]["runs_left"] and tight[0]["finishes_after_s"] is None
+
+
+def test_log_follows_a_running_job_until_it_ends(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=2))
+    daemon = start_daemon(state, "--until-idle")
+    command = [sys.executable, "-m", "hpod", "log", "1", "-f", "--state-dir", str(state)]
+    follower = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finish(daemon)
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert out.count("Trial ") == 2
+    assert hpod(state, "log", STUDY).stdout == out
+
+
+def test_the_event_command_gets_its_variables_and_a_failing_one_does_not_stop_the_daemon(state, tmp_path):
+    job_file = write_job(tmp_path, epochs=1)
+    enqueue(state, job_file, "--budget", "20K,30K")
+    told = tmp_path / "told"
+    told.mkdir()
+    record = f"env | grep ^HPOD_ | sort > {told}/$HPOD_JOB_ID; test $HPOD_JOB_ID != 1"  # job 1's command fails
+    out = finish(start_daemon(state, "--until-idle", "--on-event", record))
+    assert [j["state"] for j in status(state)["jobs"]] == ["done", "done"]
+    for job in status(state)["jobs"]:
+        env = dict(line.split("=", 1) for line in (told / str(job["id"])).read_text().splitlines())
+        assert env["HPOD_STATE"] == "done" and env["HPOD_STUDY"] == job["study"]
+        assert float(env["HPOD_BEST_LOSS"]) == job["best_val_loss"]
+    assert "event command for job 1 (done) exited 1" in out
