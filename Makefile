@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HPOD := $(VENV)/bin/hpod
 
-.PHONY: setup demo test test-slow test-all bench lint format
+.PHONY: setup postgres demo test test-slow test-all bench lint format
 
 setup: $(VENV)/.installed
 
@@ -16,6 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The several-hosts tests start a throwaway PostgreSQL cluster (tests/postgres.py): Debian's
+# postgresql-15 server binaries, installed when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15 >/dev/null; }
+
 # The main job on the bundled data: queue a small study, let the daemon run it, show the result.
 demo: setup
 	$(HPOD) enqueue --budget 100K --horizon h5 --job jobs/tiny.yaml --max-epochs 6 --force
@@ -23,14 +30,14 @@ demo: setup
 	$(HPOD) report
 	$(HPOD) status
 
-test: setup
+test: setup postgres
 	$(PY) -m pytest
 
 # The crash test (ten kill -9s of a running daemon) and --verify of every default grid.
-test-slow: setup
+test-slow: setup postgres
 	$(PY) -m pytest -m slow
 
-test-all: setup
+test-all: setup postgres
 	$(PY) -m pytest -m ""
 
 # Benchmarks (not tests): HF's PatchTST is an optional bench dependency. Results: bench/RESULTS.md.
