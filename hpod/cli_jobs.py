@@ -47,10 +47,10 @@ def show(ref, as_json, state_dir, storage, wide) -> None:
     quiet_optuna()
     state = StateDir.resolve(state_dir)
     row = find_job(state, ref)
-    summary = None if row is None else job_summary(row)
-    study = existing_study(state, ref if row is None else row["study_name"], storage or (row or {}).get("storage"))
-    if row is None and study is None:
-        load_named_study(ref, state, storage)  # the error names the studies there are
+    if row is None:  # a study by name: it must exist, and the error names those there are
+        summary, study = None, load_named_study(ref, state, storage)
+    else:  # a queued job's study may not have been created yet
+        summary, study = job_summary(row), existing_study(state, row["study_name"], storage or row["storage"])
     trials = [] if study is None else [trial_row(t) for t in study.get_trials(deepcopy=False)]
     failed = [] if study is None else study.user_attrs.get(MEMORY_FAILED, [])
     memory = None if summary is None else {**summary["memory"], "memory_failed": failed}
@@ -79,7 +79,7 @@ def find_job(state: StateDir, ref: str) -> dict | None:
 
 
 def existing_study(state: StateDir, name: str, storage: str | None):
-    """The study if it has been created (a queued job's may not be yet); None otherwise."""
+    """The study if it has been created; None otherwise."""
     from hpod.study.plan import load_named_study
 
     try:

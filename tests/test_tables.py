@@ -15,7 +15,6 @@ from hpod.results.report import Cell
 from hpod.study.budget import format_budget
 from hpod.supervisor.status import STATUS_COLUMNS, status_row, status_table
 from hpod.tables import Column, fitted, show
-from tests.conftest import TINY_JOB
 
 WIDTHS = (80, 120, 200)
 STATES = ("queued", "running", "paused", "interrupted", "done", "failed", "cancelled")
@@ -158,4 +157,3 @@ def test_the_grid_and_trial_tables_rank_their_columns():
     assert [c.name for c in GRID_COLUMNS if c.rank == 0] == ["key", "params", "vs budget"]
     assert {"#", "state", "arch", "epochs", "val loss"} == {c.name for c in TRIAL_COLUMNS if c.rank == 0}
     assert {"budget", "h", "val loss", "test loss", "params", "arch"} == {c.name for c in REPORT_COLUMNS if c.rank == 0}
-    assert TINY_JOB.exists()

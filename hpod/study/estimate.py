@@ -13,8 +13,8 @@ from hpod.study.plan import StudyPlan
 from hpod.trial.data import Dataset
 from hpod.trial.device import pick_device
 from hpod.trial.grid import GridEntry
-from hpod.trial.memory import estimate, feasible, job_limit
-from hpod.trial.probe import ChoiceCache, powers_of_two, time_micro_step
+from hpod.trial.memory import feasible, job_limit
+from hpod.trial.probe import ChoiceCache, fitting_micro_batches, predicted_peaks, time_micro_step
 from hpod.trial.train import TrainConfig, steps_per_epoch
 
 WORKER_START_S = 2.0  # a trial's worker process: interpreter, torch, data (bench/overhead.py)
@@ -58,15 +58,8 @@ def epoch_seconds(plan: StudyPlan, entry: GridEntry, dataset: Dataset, device: s
     """One epoch of `entry`: its micro-batch steps at the largest micro-batch the memory model
     lets it use, then the validation pass."""
     train = plan.job.train
-    limit = job_limit(plan.job.guard, device)
-    micro = next(
-        (
-            m
-            for m in powers_of_two(train.effective_batch)
-            if estimate(entry.arch, entry.params, dataset.shape, m, device).peak <= limit.bytes
-        ),
-        1,
-    )
+    predicted = predicted_peaks(entry.arch, entry.params, dataset.shape, train.effective_batch, device)
+    micro = next(iter(fitting_micro_batches(predicted, job_limit(plan.job.guard, device))), 1)
     model_config = entry.arch.model_config(
         dataset.shape, dropout=0.1, head_dropout=train.head_dropout, revin=train.revin
     )

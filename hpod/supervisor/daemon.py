@@ -74,8 +74,9 @@ class Daemon:
         self.readings: Readings = {}
         self.held: list[HeldJob] = []  # in claim order: the first gets free slots first
         self.held_lock = threading.Lock()
-        self.controls: dict[int, str | None] = {}
-        self.last_control = 0.0
+        self.controls: dict[int, str | None] = {}  # `hpod pause` and `hpod cancel` of held jobs
+        self.tended = 0.0  # when the jobs were last settled and the slots filled
+        self.changed = True  # a worker started or ended since: settle and fill at once
         self.queue_empty = False  # the last claim found nothing
 
     @property
@@ -114,15 +115,19 @@ class Daemon:
         return 0
 
     def cycle(self) -> bool:
-        """One turn of the loop: watch the workers, settle the jobs, fill free slots; False
-        when the daemon is done."""
+        """One turn of the loop: watch the workers; then, when a worker started or ended, or
+        every CONTROL_CHECK_S (other hosts' trials, `hpod pause`), settle the jobs and fill free
+        slots, which query the studies and the queue. False when the daemon is done."""
         running = self.running
         if running:
             self.watch(running)
-        self.refresh_controls()
-        for job in list(self.held):
-            self.settle(job)
-        started = self.fill_slots()
+        started = 0
+        if self.changed or (self.stop.is_set() and not running) or time.monotonic() - self.tended >= CONTROL_CHECK_S:
+            self.changed, self.tended = False, time.monotonic()
+            self.controls = {job.id: self.queue.control(job.id) for job in self.held}
+            for job in list(self.held):
+                self.settle(job)
+            started = self.fill_slots()
         if not self.held and (self.stop.is_set() or (self.queue_empty and self.options.until_idle)):
             if not self.stop.is_set():
                 log.info("queue is empty; exiting")
@@ -207,7 +212,7 @@ class Daemon:
                     break
                 continue
             self.start_worker(*picked, free.pop(0))
-            started += 1
+            started, self.changed = started + 1, True
         return started
 
     def claim(self) -> HeldJob | None:
@@ -257,12 +262,6 @@ class Daemon:
         """The event command, with the job as its row stands now (its best loss included)."""
         row = self.queue.job(job_id)
         announce(job_command(row, self.options.on_event), row, state, reason)
-
-    def refresh_controls(self) -> None:
-        """`hpod pause` and `hpod cancel` of held jobs, read every few seconds."""
-        if time.monotonic() - self.last_control >= CONTROL_CHECK_S:
-            self.last_control = time.monotonic()
-            self.controls = {job.id: self.queue.control(job.id) for job in self.held}
 
     def start_worker(self, job: HeldJob, task: tuple[str, int | None], slot: Slot) -> None:
         phase, resume = task
@@ -337,6 +336,7 @@ class Daemon:
         for report in reports:
             self.on_report(run, report)
         run.job.running.remove(run)
+        self.changed = True
         if run.trial_pause is not None:  # a worker killed while paused never said it resumed
             self.publish(self.queue)
         outcome = judge(run.watch, code, run.worker.peak_rss, self.abort.is_set())

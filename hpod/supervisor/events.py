@@ -54,10 +54,8 @@ def run_command(command: str, env: dict[str, str]) -> int | None:
     return result.returncode
 
 
-def announce(command: str | None, row: dict, state: str, reason: str | None = None) -> threading.Thread | None:
-    """Run the event command for this job and state in the background; None when there is none."""
-    if not command:
-        return None
-    thread = threading.Thread(target=run_command, args=(command, event_env(row, state, reason)), name="event")
-    thread.start()  # not a daemon thread: a daemon exiting waits for its last event to be told
-    return thread
+def announce(command: str | None, row: dict, state: str, reason: str | None = None) -> None:
+    """Run the event command, if there is one, for this job and state in the background."""
+    if command:
+        thread = threading.Thread(target=run_command, args=(command, event_env(row, state, reason)), name="event")
+        thread.start()  # not a daemon thread: a daemon exiting waits for its last event to be told

@@ -6,6 +6,7 @@ cached per (architecture, device, data shape) in the state directory.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -70,27 +71,49 @@ def can_measure(device: str) -> bool:
     return device.startswith("cuda") or Path("/proc/self/clear_refs").exists()
 
 
-def probe_steps(model_config: ModelConfig, config: TrainConfig, dataset: Dataset, micro_batch: int) -> int:
-    """Peak memory added by building the model and optimizer and training PROBE_STEPS steps of
-    one micro-batch each on real training rows; everything is freed before it returns."""
-    meter = PeakMeter(config.device)
-    meter.reset()
+def train_steps(model_config: ModelConfig, config: TrainConfig, dataset: Dataset, micro_batch: int, steps: int):
+    """Build the model and optimizer and train `steps` steps of one micro-batch each on real
+    training rows; yields each step's seconds. Everything is freed when the generator closes."""
     model = PatchTST(model_config).to(config.device)
     optimizer = make_optimizer(model, config)
     rows = dataset.splits["train"][:micro_batch]
     try:
-        for _ in range(PROBE_STEPS):
+        for _ in range(steps):
+            start = time.perf_counter()
             accumulate_gradients(model, dataset, rows, config, micro_batch)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        return meter.peak()
+            if config.device.startswith("cuda"):
+                torch.cuda.synchronize(config.device)
+            yield time.perf_counter() - start
     finally:
         del model, optimizer
         if config.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
 
+def probe_steps(model_config: ModelConfig, config: TrainConfig, dataset: Dataset, micro_batch: int) -> int:
+    """Peak memory added by building the model and optimizer and training PROBE_STEPS steps of
+    one micro-batch each on real training rows; everything is freed before it returns."""
+    meter = PeakMeter(config.device)
+    meter.reset()
+    with contextlib.closing(train_steps(model_config, config, dataset, micro_batch, PROBE_STEPS)) as steps:
+        for _ in steps:
+            pass
+        return meter.peak()
+
+
 Probe = Callable[[ModelConfig, TrainConfig, Dataset, int], int]
+
+
+def predicted_peaks(arch: Arch, params: int, shape, effective_batch: int, device: str) -> dict[int, int]:
+    """The memory model's peak for each candidate micro-batch, largest first."""
+    return {m: estimate(arch, params, shape, m, device).peak for m in powers_of_two(effective_batch)}
+
+
+def fitting_micro_batches(predicted: dict[int, int], limit: Limit) -> list[int]:
+    """The candidates predicted to fit the limit, largest first."""
+    return [m for m, peak in predicted.items() if peak <= limit.bytes]
 
 
 @dataclass(frozen=True)
@@ -117,9 +140,8 @@ def choose_micro_batch(
     """The largest candidate predicted to fit, then probed: an OOM or a measured peak over the
     limit halves it. Raises MemoryFailed when even micro-batch 1 does not fit."""
     shape, device = dataset.shape, config.device
-    candidates = powers_of_two(config.effective_batch)
-    predicted = {m: estimate(arch, params, shape, m, device).peak for m in candidates}
-    fitting = [m for m in candidates if predicted[m] <= limit.bytes]
+    predicted = predicted_peaks(arch, params, shape, config.effective_batch, device)
+    fitting = fitting_micro_batches(predicted, limit)
     if not fitting:
         raise MemoryFailed(
             f"{arch.key} needs {predicted[1] / GIB:.2f} GiB at micro-batch 1; the limit is "
@@ -187,22 +209,8 @@ def time_micro_step(
 ) -> float:
     """Seconds of one training step of one micro-batch on real rows: the median of `repeats`
     after a warm-up step (the first allocates AdamW's moments and warms the kernels)."""
-    model = PatchTST(model_config).to(config.device)
-    optimizer = make_optimizer(model, config)
-    rows = dataset.splits["train"][:micro_batch]
-    times = []
-    try:
-        for _ in range(repeats + 1):
-            start = time.perf_counter()
-            accumulate_gradients(model, dataset, rows, config, micro_batch)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if config.device.startswith("cuda"):
-                torch.cuda.synchronize(config.device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times[1:])
-    finally:
-        del model, optimizer
+    times = list(train_steps(model_config, config, dataset, micro_batch, repeats + 1))
+    return statistics.median(times[1:])
 
 
 def measure(job_file: str | None, horizon: int, key: str, micro_batch: int, device: str = "cpu") -> dict:

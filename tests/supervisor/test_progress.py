@@ -5,6 +5,7 @@ command; with real daemons on real queues."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -43,7 +44,7 @@ def test_status_gives_an_eta_and_step_progress_before_any_trial_has_finished(sta
     job = wait_for(first_trial_eta, timeout=120, what="an ETA during the first trial")
     assert job["eta_s"] > 0 and job["current_step"] is not None and job["epoch_steps"] > 0
     table = hpod(state, "status", "--wide").stdout
-    assert f"step {job['current_step'] + 1}/{job['epoch_steps']}" in table or "step " in table
+    assert re.search(rf"trial \d+ epoch \d+ step \d+/{job['epoch_steps']}\b", table), table
     daemon.send_signal(signal.SIGTERM)
     finish(daemon, timeout=60)
 
