@@ -24,6 +24,8 @@ postgres:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-15 >/dev/null; }
 
 # The main job on the bundled data: queue a small study, let the daemon run it, show the result.
+# Its state stays in the checkout's state/, so its daemon never starts studies of your own queue.
+demo: export HPOD_HOME = $(CURDIR)/state
 demo: setup
 	$(HPOD) enqueue --budget 100K --horizon h5 --job jobs/tiny.yaml --max-epochs 6 --force
 	$(HPOD) daemon --until-idle

@@ -14,22 +14,28 @@ import math
 import os
 import sys
 from functools import partial
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.logging import RichHandler
 
 from hpod.errors import HpodError
-from hpod.state import StateDir, open_storage
+from hpod.logs import TERMINAL_TIME, plain_handler
+from hpod.state import PRIVATE_UMASK, StateDir, open_storage
 from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
 from hpod.supervisor.queue import Queue
-from hpod.supervisor.status import collect, hosts_table, machine_line, status_table
+from hpod.supervisor.status import collect, hosts_table, machine_line, notice_lines, status_table
 from hpod.tables import show as show_table
 from hpod.tables import table_width
 
 # Piped output (logs, CI) gets room for the trial table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
-state_dir_option = click.option("--state-dir", type=click.Path(file_okay=False), help="default: $HPOD_HOME or ./state")
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="default: $HPOD_HOME, else the installed service's, else ~/.local/state/hpod",
+)
 storage_option = click.option("--storage", help="Optuna storage URL (default: SQLite in the state directory)")
 job_option = click.option("--job", "job_file", type=click.Path(), help="job file (default: the architectural search)")
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
@@ -168,7 +174,7 @@ def enqueue(
 def status(as_json, show_all, state_dir, storage, wide) -> None:
     """Jobs, their progress and best results, and the machine."""
     state = StateDir.resolve(state_dir)
-    data = collect(Queue(state.queue_db) if state.queue_db.exists() else None, storage)
+    data = collect(Queue(state.queue_db) if state.queue_db.exists() else None, storage, state.stop_file)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -176,7 +182,9 @@ def status(as_json, show_all, state_dir, storage, wide) -> None:
     show_table(console, status_table(data, show_all, width))
     if data.get("hosts"):
         show_table(console, hosts_table(data["hosts"], width))
-    console.print(machine_line(data))
+    console.print(machine_line(data), highlight=False, soft_wrap=True)
+    for line in notice_lines(data):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -199,7 +207,7 @@ def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host
     from hpod.job import GuardSpec, guard_overrides
     from hpod.supervisor.daemon import Daemon, DaemonOptions
     from hpod.supervisor.liveness import HOST_VAR
-    from hpod.supervisor.slots import parse_devices
+    from hpod.supervisor.slots import check_devices, parse_devices
     from hpod.supervisor.window import Window
 
     quiet_optuna()
@@ -207,19 +215,65 @@ def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host
     guard_overrides(GuardSpec(), guard)  # a bad setting fails here, not in every trial
     if host is not None:
         os.environ[HOST_VAR] = host  # the workers inherit it
-    slots = {"workers": workers, "devices": parse_devices(devices), "host_grace_s": host_grace, "on_event": on_event}
+    slots = {"workers": workers, "devices": check_devices(parse_devices(devices)), "host_grace_s": host_grace}
+    slots["on_event"] = on_event
     options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout, guard=guard, **slots)
     sys.exit(Daemon(StateDir.resolve(state_dir).create(), options).run())
 
 
 @cli.command()
+@click.option("--next", "arm_next", is_flag=True, help="with no daemon running: make the next one stop as it starts")
 @state_dir_option
-def stop(state_dir) -> None:
+def stop(arm_next, state_dir) -> None:
     """Ask the daemon to stop after the current step (writes STOP_HPO)."""
-    state = StateDir.resolve(state_dir).create()
-    state.stop_file.touch()
+    state = StateDir.resolve(state_dir)
     alive = state.queue_db.exists() and collect(Queue(state.queue_db))["daemon_alive"]
+    if not alive and not arm_next:
+        raise HpodError(
+            f"no daemon is running on {state.root}: nothing to stop (`hpod stop --next` makes the next daemon, "
+            "such as the one systemd starts, stop at once)"
+        )
+    state.create().stop_file.touch()
     click.echo(f"wrote {state.stop_file}" + ("" if alive else " (no daemon is running; the next one will stop)"))
+
+
+@cli.group()
+def service() -> None:
+    """The daemon as a systemd service: the user's own (default) or the machine's (--system)."""
+
+
+system_option = click.option("--system", is_flag=True, help="the machine's service (as root), not your user service")
+
+
+@service.command(name="install")
+@system_option
+@click.option("--state-dir", type=click.Path(file_okay=False), help="default: the CLI's (system: /var/lib/hpod)")
+@click.option("--service-user", help="the system service's account (default: hpod, created when missing)")
+def service_install(system, state_dir, service_user) -> None:
+    """Write the unit for this installation, record its state directory for the CLI, start it."""
+    from hpod.supervisor.service import install
+
+    for line in install(system, None if state_dir is None else Path(state_dir), service_user):
+        click.echo(line)
+
+
+@service.command(name="status")
+def service_status() -> None:
+    """The installed services: unit, executable, state directory, running or not, lingering."""
+    from hpod.supervisor.service import status_lines
+
+    for line in status_lines():
+        click.echo(line)
+
+
+@service.command(name="uninstall")
+@system_option
+def service_uninstall(system) -> None:
+    """Stop and disable the service and remove its unit; the state directory is kept."""
+    from hpod.supervisor.service import uninstall
+
+    for line in uninstall(system):
+        click.echo(line)
 
 
 def job_control(action: str) -> None:
@@ -252,14 +306,22 @@ def quiet_optuna() -> None:
 
 
 def setup_logging() -> None:
-    handler = RichHandler(console=console, show_path=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+    """Rich's handler on a terminal, every line with its date and time; plain timestamped lines
+    for a pipe or the journal, which rich would pad to the console's width."""
+    if console.is_terminal:
+        handler = RichHandler(
+            console=console, show_path=False, markup=False, log_time_format=TERMINAL_TIME, omit_repeated_times=False
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = plain_handler(sys.stdout)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("hpod").setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turning expected failures into one line and an exit code."""
-    os.umask(0o077)  # queue, studies, checkpoints and logs are the owner's alone (0600)
+    os.umask(PRIVATE_UMASK)  # the owner's alone (0600) until StateDir.resolve sees a group-shared folder
     setup_logging()
     try:
         code = cli.main(args=argv, prog_name="hpod", standalone_mode=False)

@@ -39,7 +39,7 @@ FOLLOW_POLL_S = 1.0
 @wide_option
 def show(ref, as_json, state_dir, storage, wide) -> None:
     """A job, queued ones too, or a study by name: settings, grid, estimate, then its trials."""
-    from hpod.display import job_lines, memory_line, trials_table
+    from hpod.display import failure_lines, job_lines, memory_line, trials_table
     from hpod.records import MEMORY_FAILED, trial_row
     from hpod.study.plan import load_named_study
     from hpod.supervisor.job_row import job_summary
@@ -62,6 +62,8 @@ def show(ref, as_json, state_dir, storage, wide) -> None:
         console.print(line, highlight=False)
     if study is not None:
         show_table(console, trials_table(study, table_width(console, wide)))
+        for line in failure_lines(study):
+            console.print(line, highlight=False, soft_wrap=True)
     if memory is not None:
         console.print(f"job {row['id']}: {memory_line(memory)}", highlight=False)
 

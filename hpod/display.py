@@ -168,6 +168,21 @@ class StudyProgress:
         self.progress.update(self.task, detail="" if best is None else f"best {best.value:.4f} (trial {best.number})")
 
 
+SHOWN_FAILURES = 10
+
+
+def failure_lines(study: optuna.Study) -> list[str]:
+    """Why the study's latest failed trials failed, with the file holding each traceback."""
+    failed = [trial_row(t) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))]
+    lines = [
+        f"trial {r['number']} failed: {r['fail_reason'] or 'no reason recorded'}"
+        + (f" (traceback: {r['traceback']})" if r["traceback"] else "")
+        for r in failed[-SHOWN_FAILURES:]
+    ]
+    hidden = len(failed) - len(lines)
+    return ([f"{hidden} earlier failed trials: hpod export"] if hidden else []) + lines
+
+
 def job_lines(job: dict, summary: dict) -> list[str]:
     """A job as `hpod show` heads it: state, settings, estimate."""
     from hpod.study.estimate import Estimate
@@ -183,6 +198,8 @@ def job_lines(job: dict, summary: dict) -> list[str]:
         f"batch {s['effective_batch']}, {s['final_seeds']} seed runs, device {s['device']}",
         f"  storage: {s['storage']}" + ("" if s["on_event"] is None else f"; on_event: {s['on_event']}"),
         f"  estimate: {timed}",
+        *([f"  {job['state']}: {job['last_error']}"] if job["state"] == "failed" and job["last_error"] else []),
+        *([f"  last failure: {job['last_failure']}"] if job["last_failure"] else []),
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial
+
+from hpod.logs import DATE_FORMAT
 
 log = logging.getLogger(__name__)
 # Study user attrs
@@ -24,12 +27,16 @@ WORKER = "worker"  # host:pid:start time of the process running the trial
 SURPLUS = "surplus"  # a trial that yielded because the study's target was already met or running
 BEAT = "beat"  # when the trial's worker last said it is alive (time.time()), for other hosts
 WARMUP_EPOCHS = "warmup_epochs"  # the epochs its warm-up spans, rounded up
+FAIL_REASON = "fail_reason"  # why a trial failed, one line: `Type: message` for an exception
+TRACEBACK = "traceback"  # the file holding the full traceback of the exception that failed it
+REASON_CHARS = 500  # a reason is a line of the log, not the traceback
 
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")
 PARAMS = ("learning_rate", "weight_decay", "warmup_steps", "dropout", "epochs")
 COLUMNS = (
     "number", "state", "arch", *ARCH_FIELDS, "micro_batch", "accumulation_steps", *PARAMS,
     "epochs_run", "best_epoch", "val_loss", "val_auc", "duration_s", "pauses", "paused_s", "fail_reason",
+    "traceback",
 )  # fmt: skip
 
 
@@ -49,9 +56,16 @@ def trial_row(trial: FrozenTrial) -> dict:
         "duration_s": None if duration is None else round(duration, 3),
         "pauses": len(attrs.get("pauses", [])),
         "paused_s": attrs.get("paused_s"),
-        "fail_reason": attrs.get("fail_reason"),
+        "fail_reason": attrs.get(FAIL_REASON),
+        "traceback": attrs.get(TRACEBACK),
     }
     return row
+
+
+def failure_reason(exc: BaseException) -> str:
+    """An exception as a trial's reason: its type and message on one line."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}"[:REASON_CHARS] if message else type(exc).__name__
 
 
 def log_line(trial: FrozenTrial) -> str:
@@ -63,7 +77,7 @@ def log_line(trial: FrozenTrial) -> str:
         f"n_heads={r['n_heads']}",
         f"d_ff={r['d_ff']}",
         f"params={_thousands(r['param_count'])}",
-        f"batch={r['micro_batch']}x{r['accumulation_steps']}",
+        f"batch={r['micro_batch']}x{r['accumulation_steps']}" if r["micro_batch"] is not None else "batch=?",
         f"learning_rate={_sci(r['learning_rate'])}",
         f"weight_decay={_sci(r['weight_decay'])}",
         f"warmup_steps={r['warmup_steps']}",
@@ -73,7 +87,8 @@ def log_line(trial: FrozenTrial) -> str:
         f"val_loss={_fixed(r['val_loss'], 4)}",
     ]
     if r["fail_reason"]:
-        parts.append(f"reason={r['fail_reason']}")
+        where = f" (traceback: {r['traceback']})" if r["traceback"] else ""
+        parts.append(f"reason={r['fail_reason']}{where}")
     return f"Trial {trial.number}: " + ", ".join(parts)
 
 
@@ -86,10 +101,15 @@ class TrialLog:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         line = log_line(trial)
         with self.path.open("a") as f:
-            f.write(line + "\n")
+            f.write(f"{timestamp()} {line}\n")
             f.flush()
             os.fsync(f.fileno())
         log.info("%s", line)
+
+
+def timestamp() -> str:
+    """Local time with its offset, second precision: what a log line the morning after needs."""
+    return dt.datetime.now().astimezone().strftime(DATE_FORMAT)
 
 
 def export_text(trials: list[FrozenTrial], fmt: str) -> str:

@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpod.errors import HpodError
 
 ENV_VAR = "HPOD_HOME"
+SYSCONFDIR_VAR = "HPOD_SYSCONFDIR"  # where the system service's record lives (default /etc; tests move it)
+RECORD_NAME = "state_dir"  # one line: the state directory a service installed by `hpod service install` uses
 SQLITE_TIMEOUT_S = 30  # readers such as `hpod status` must wait out a writer, not fail
+PRIVATE_UMASK = 0o077  # files the owner's alone (0600), directories 0700
+GROUP_UMASK = 0o007  # in a group-shared state directory (setgid, group-writable): the group's too
+
+
+def user_record() -> Path:
+    """Where `hpod service install` (the user service) records its state directory."""
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "hpod" / RECORD_NAME
+
+
+def system_record() -> Path:
+    """Where `hpod service install --system` records the system service's state directory."""
+    return Path(os.environ.get(SYSCONFDIR_VAR) or "/etc") / "hpod" / RECORD_NAME
+
+
+def default_root() -> Path:
+    """The per-user state directory, $XDG_STATE_HOME/hpod (~/.local/state/hpod): the same folder
+    as systemd's %S/hpod for a user service, so the CLI and the user service share one queue."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "hpod"
+
+
+def recorded_root() -> Path | None:
+    """The state directory an installed service uses: the user's own service first, else the
+    system service's; None when no service was installed."""
+    for record in (user_record(), system_record()):
+        try:
+            text = record.read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return Path(text)
+    return None
 
 
 @dataclass(frozen=True)
@@ -19,9 +56,38 @@ class StateDir:
 
     @classmethod
     def resolve(cls, option: str | Path | None = None) -> StateDir:
-        """`--state-dir`, else $HPOD_HOME, else ./state."""
-        chosen = option if option is not None else os.environ.get(ENV_VAR) or "state"
-        return cls(Path(chosen).expanduser().absolute())
+        """`--state-dir`, else $HPOD_HOME, else the installed service's state directory, else the
+        per-user default: so that `hpod enqueue` from any folder fills the queue the service reads.
+
+        It also sets the process umask from the directory: a group-shared one (setgid and
+        group-writable, as `hpod service install --system` makes it) gets files its group can
+        read and write, so the service and its group's members can use each other's files."""
+        chosen = option if option is not None else os.environ.get(ENV_VAR) or recorded_root() or default_root()
+        state = cls(Path(chosen).expanduser().absolute())
+        state.check_access()
+        os.umask(GROUP_UMASK if state.group_shared() else PRIVATE_UMASK)
+        return state
+
+    def check_access(self) -> None:
+        """One line naming the folder and the fix, for a state directory this user may not use
+        (a system service's, without being in its group), rather than a traceback or an empty
+        status that looks like an empty queue."""
+        try:
+            self.root.stat()
+        except FileNotFoundError:
+            return  # created when first written
+        except OSError as exc:
+            raise HpodError(f"state directory {access_problem(self.root, exc)}") from None
+        if self.root.is_dir() and not os.access(self.root, os.R_OK | os.X_OK):
+            denied = PermissionError(errno.EACCES, "permission denied")
+            raise HpodError(f"state directory {access_problem(self.root, denied)}")
+
+    def group_shared(self) -> bool:
+        try:
+            mode = self.root.stat().st_mode
+        except OSError:
+            return False
+        return bool(mode & stat.S_ISGID and mode & stat.S_IWGRP)
 
     @property
     def optuna_db(self) -> Path:
@@ -53,18 +119,59 @@ class StateDir:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    @property
+    def tracebacks(self) -> Path:
+        """The full traceback of each trial or worker that raised (`hpod show` names the file)."""
+        return self.logs / "tracebacks"
+
     def create(self) -> StateDir:
-        """Make the directory tree; what hpod creates is private to its owner (0700), a directory
-        that was there keeps its mode (a shared 1777 directory must stay shared)."""
-        for path in (self.root, self.logs, self.checkpoints):
+        """Make the directory tree; what hpod creates is private to its owner (0700), or its group's
+        too (0770) in a group-shared directory; a directory that was there
+        keeps its mode (a shared 1777 directory must stay shared)."""
+        mode = 0o770 if self.group_shared() else 0o700
+        for path in (self.root, self.logs, self.checkpoints, self.tracebacks):
             try:
-                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                path.mkdir(mode=mode, parents=True, exist_ok=True)
             except OSError as exc:
                 raise HpodError(f"state directory {path}: cannot be created ({exc.strerror or exc})") from None
         return self
 
     def storage_url(self, override: str | None = None) -> str:
         return override if override is not None else f"sqlite:///{self.optuna_db}"
+
+
+def match_umask(path: Path) -> None:
+    """SQLite creates its files 0644 whatever the umask allows; give a file hpod just created the
+    mode the umask does allow (0660 in a group-shared state directory, 0600 otherwise)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def access_problem(path: Path, exc: BaseException) -> str:
+    """One line on why `path` cannot be used, and the fix: a state directory of a service whose
+    group this user is not in says which group to join."""
+    import grp
+
+    reason = getattr(exc, "strerror", None) or str(exc)
+    for candidate in (path, *path.parents):
+        try:
+            info = candidate.stat()
+        except OSError:
+            continue
+        if os.access(candidate, os.R_OK | os.W_OK | (os.X_OK if candidate.is_dir() else 0)):
+            continue
+        try:
+            group = grp.getgrgid(info.st_gid).gr_name
+        except KeyError:
+            group = str(info.st_gid)
+        mode = stat.filemode(info.st_mode)
+        if info.st_gid not in os.getgroups() and info.st_mode & stat.S_IRWXG:
+            fix = f"join its group: sudo usermod -aG {group} $USER, then log in again"
+        else:
+            fix = "ask its owner for access, or use another state directory (--state-dir or $HPOD_HOME)"
+        return f"{path}: {reason} ({candidate} is {mode}, group {group}); {fix}"
+    return f"{path}: {reason}"
 
 
 def open_storage(url: str):
@@ -82,10 +189,14 @@ def open_storage(url: str):
             raise HpodError(
                 f"storage {shown_url(url)!r} cannot be opened ({type(exc).__name__}: {first[:200]})"
             ) from None
-    lock_path = Path(url.removeprefix("sqlite:///") + ".lock")
-    with lock_path.open("a") as lock:
+    path = Path(url.removeprefix("sqlite:///"))
+    with Path(f"{path}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+        created = not path.exists()
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+        if created:
+            match_umask(path)
+        return storage
 
 
 def shown_url(url: str) -> str:

@@ -84,6 +84,11 @@ def show(console: Console, table: Table) -> None:
     width = console.width
     console.width = max(width, natural_width(table))  # print() alone caps a table at the console's width
     try:
-        console.print(table)
+        if console.is_terminal:
+            console.print(table)
+            return
+        with console.capture() as captured:  # a pipe or the journal: no padding to the table's width
+            console.print(table)
+        console.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
     finally:
         console.width = width

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -101,3 +102,13 @@ def job_field(state: Path, field: str, job_id: int = 1):
     with sqlite3.connect(f"file:{state / 'queue.db'}?mode=ro", uri=True, timeout=30) as db:
         row = db.execute(f"SELECT {field} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else row[0]
+
+
+LOGGED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} ")
+
+
+def log_lines(path: Path) -> list[str]:
+    """A trial log's lines without the time each begins with (which every line must have)."""
+    lines = path.read_text().splitlines()
+    assert all(LOGGED_AT.match(line) for line in lines), lines
+    return [LOGGED_AT.sub("", line) for line in lines]

@@ -10,6 +10,7 @@ import pytest
 from hpod.cli import main
 
 from .conftest import TINY_JOB
+from .helpers import log_lines
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -64,7 +65,7 @@ def test_run_completes_studies_logs_each_trial_and_exports_them(capsys, tmp_path
     assert code == 0
     assert "study tiny-20K-h1" in out and "study tiny-20K-h5" in out
     assert oct(state.stat().st_mode & 0o777) == "0o700"
-    lines = (state / "logs" / "tiny-20K-h5.log").read_text().splitlines()
+    lines = log_lines(state / "logs" / "tiny-20K-h5.log")
     assert len(lines) >= 2 and all(line.startswith("Trial ") for line in lines)
 
     code, out, _ = run_cli(capsys, "export", "tiny-20K-h5", "--format", "csv", "--state-dir", str(state))

@@ -32,7 +32,7 @@ EXPORT_ATTRS = (*ARCH_FIELDS, "micro_batch", "accumulation_steps", "epochs_run",
 LEGACY_USER_PARAMS = ("batch_size",)  # sampled by the replaced system, not searched by hpod
 STATES = {s.name: s for s in TrialState}
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-_LOG_LINE = re.compile(r"^Trial (\d+): (.*)$")
+_LOG_LINE = re.compile(r"^(?:\S+ )?Trial (\d+): (.*)$")  # after the time it was written, since logs carry one
 
 
 @dataclass
@@ -73,10 +73,10 @@ def read_candidates(path: Path) -> list[Candidate]:
             raise HpodError(f"import file {path}: JSON nested too deeply to be trial records") from None
         records = records if isinstance(records, list) else [records]
         return [from_json(record, f"{path}[{i}]") for i, record in enumerate(records)]
-    lines = [line for line in text.splitlines() if _LOG_LINE.search(line)]
-    if not lines:
+    matches = [match for line in text.splitlines() if (match := _LOG_LINE.search(line))]
+    if not matches:
         raise HpodError(f"import file {path}: neither JSON nor hpod log lines")
-    return [from_log_line(_LOG_LINE.search(line), f"{path}:{line.split(':')[0]}") for line in lines]
+    return [from_log_line(match, f"{path}:Trial {match.group(1)}") for match in matches]
 
 
 def from_json(record: dict, source: str) -> Candidate:
@@ -133,13 +133,14 @@ def from_legacy(record: dict, source: str) -> Candidate:
 
 def from_log_line(match: re.Match, source: str) -> Candidate:
     body, _, reason = match.group(2).partition(", reason=")
+    reason = reason.partition(" (traceback: ")[0]  # a file on the machine that ran it
     parts = [part.split("=", 1) for part in body.split(", ")]
     if any(len(part) != 2 for part in parts):
         raise HpodError(f"{source}: not a trial log line (expected name=value fields)")
     fields = dict(parts)
     try:
         arch = {name: int(fields[name]) for name in ARCH_FIELDS[:4]}
-        micro, accumulation = fields["batch"].split("x")
+        micro, accumulation = fields["batch"].split("x") if fields["batch"] != "?" else (None, None)
         run, planned = fields["epochs"].split("/")
         params = {
             "arch": Arch(**arch).key,
@@ -152,7 +153,9 @@ def from_log_line(match: re.Match, source: str) -> Candidate:
         value = float(fields["val_loss"])
     except (KeyError, ValueError) as exc:
         raise HpodError(f"{source}: not a complete trial log line ({exc})") from None
-    attrs = {"micro_batch": int(micro), "accumulation_steps": int(accumulation), "epochs_run": int(run)}
+    attrs = {"epochs_run": int(run)}
+    if micro is not None:  # `batch=?`: the trial failed before its micro-batch was chosen
+        attrs |= {"micro_batch": int(micro), "accumulation_steps": int(accumulation)}
     attrs |= {"original_number": int(match.group(1))} | ({"fail_reason": reason} if reason else {})
     state = parse_state(fields.get("state"), source)
     return Candidate(source, state, None if state == TrialState.FAIL else value, params, attrs)

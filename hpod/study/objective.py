@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial
 
 from hpod.guard.policy import Guard
-from hpod.records import MEMORY_FAILED, WARMUP_EPOCHS, WIDENED
+from hpod.records import FAIL_REASON, MEMORY_FAILED, WARMUP_EPOCHS, WIDENED
 from hpod.study.plan import StudyPlan, best_trial, distributions, suggest
 from hpod.study.sampler import VariationSampler
 from hpod.trial import checkpoint as checkpoint_io
@@ -55,19 +55,21 @@ class Objective:
         device: str | None = None,  # a worker slot's device; None: the job's train.device
         memory_share: float = 1.0,  # of the memory limit, when workers share the device
         on_setup: Callable[[int, int, int], None] | None = None,  # (trial, planned epochs, steps per epoch)
+        tracebacks: Path | None = None,  # where a failed trial's full traceback goes; None: the log only
     ):
         self.plan, self.dataset, self.sampler = plan, dataset, sampler
         self.on_epoch, self.after_step, self.checkpoints = on_epoch, after_step, checkpoints
         self.guard, self.choices, self.probe, self.seed_offset = guard, choices, probe, seed_offset
         self.params_by_key = {e.arch.key: e.params for e in plan.grid}
         self.device = pick_device(plan.job.train.device if device is None else device)
-        self.memory_share, self.on_setup = memory_share, on_setup
+        self.memory_share, self.on_setup, self.tracebacks = memory_share, on_setup, tracebacks
 
     def __call__(self, trial: Trial) -> float:
         widened = trial.study.user_attrs.get(WIDENED)
         space = distributions(self.plan.job.search, list(self.params_by_key), widened)
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
         arch = Arch.from_key(params["arch"])
+        self.record_arch(trial, arch)
         model_config = arch.model_config(
             self.dataset.shape,
             dropout=params["dropout"],
@@ -102,9 +104,6 @@ class Objective:
         except MemoryFailed as exc:
             self.fail_for_memory(trial, arch, exc)
             raise
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-            raise
         finally:
             self.record_run(trial, trainer)
         record_result(trial, result)
@@ -128,7 +127,7 @@ class Objective:
         """Record the architecture as memory-failed: no later trial of the study samples it."""
         failed = set(trial.study.user_attrs.get(MEMORY_FAILED, ()))
         trial.study.set_user_attr(MEMORY_FAILED, sorted(failed | {arch.key}))
-        trial.set_user_attr("fail_reason", f"out of memory: {exc}")
+        trial.set_user_attr(FAIL_REASON, f"out of memory: {exc}")
 
     def record_run(self, trial: Trial, trainer: Trainer) -> None:
         """What the run did, however it ended: epochs, pauses, and a micro-batch halved on the way."""
@@ -197,15 +196,17 @@ class Objective:
             device=self.device,
         )
 
+    def record_arch(self, trial: Trial, arch: Arch) -> None:
+        """Store the architecture as soon as it is sampled, so that a trial failing in its memory
+        probe or its set-up still has it in its record and log line."""
+        shape = {"d_model": arch.d_model, "n_layers": arch.n_layers, "n_heads": arch.n_heads, "d_ff": arch.d_ff}
+        for key, value in (shape | {"param_count": self.params_by_key[arch.key]}).items():
+            trial.set_user_attr(key, value)
+
     def record_setup(self, trial: Trial, arch: Arch, config: TrainConfig) -> None:
         """Store what the trial will run before it runs, so a crash still leaves it readable."""
         sizes = self.dataset.sizes()
         attrs = {
-            "d_model": arch.d_model,
-            "n_layers": arch.n_layers,
-            "n_heads": arch.n_heads,
-            "d_ff": arch.d_ff,
-            "param_count": self.params_by_key[arch.key],
             "micro_batch": config.micro_batch,
             "accumulation_steps": config.accumulation_steps,
             "epochs_planned": config.epochs,

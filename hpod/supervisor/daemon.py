@@ -28,14 +28,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from hpod.guard.sensors import Readings, default_readers, read_all
 from hpod.state import StateDir
 from hpod.supervisor.events import announce, job_command
-from hpod.supervisor.handle import TrialProcess, WorkerWatch, judge
+from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch, judge
 from hpod.supervisor.held_job import DONE, HeldJob, Running, Verdict, failure
 from hpod.supervisor.hosts import DEFAULT_GRACE_S
 from hpod.supervisor.job_row import check_crashes
 from hpod.supervisor.liveness import host_name, is_dead, process_id
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.slots import Slot, make_slots
-from hpod.supervisor.status import ENDED
+from hpod.supervisor.status import ENDED, short_duration
 from hpod.supervisor.systemd import notify, watchdog_interval_s
 from hpod.supervisor.trials import fail_if_running
 from hpod.supervisor.window import Pauses, Window
@@ -78,6 +78,7 @@ class Daemon:
         self.tended = 0.0  # when the jobs were last settled and the slots filled
         self.changed = True  # a worker started or ended since: settle and fill at once
         self.queue_empty = False  # the last claim found nothing
+        self.window_opens: float | None = None  # when the run window opens, while the daemon waits for it
 
     @property
     def pause_reason(self) -> str | None:
@@ -100,9 +101,11 @@ class Daemon:
         if revived:
             log.info("jobs %s were held by a daemon that died; they resume first", revived)
         self.queue.register_daemon(self.owner, os.getpid(), host_name())
-        scheduler = self.start_scheduler()
-        notify("READY=1")
         log.info("daemon %s started on %s with %d worker slot(s)", self.owner, self.state.root, len(self.slots))
+        self.check_old_sentinel()
+        scheduler = self.start_scheduler()
+        self.publish(self.queue)  # `hpod status` shows a window wait at once, not a heartbeat later
+        notify("READY=1")
         try:
             while self.cycle():
                 pass
@@ -160,6 +163,21 @@ class Daemon:
         scheduler.start()
         return scheduler
 
+    def check_old_sentinel(self) -> None:
+        """A STOP_HPO written before this daemon started (`hpod stop --next`, or a stop whose
+        daemon died before removing it) is honoured, and said once in the log and in status."""
+        try:
+            written = self.state.stop_file.stat().st_mtime
+        except FileNotFoundError:
+            return
+        note = (
+            f"{self.state.stop_file.name} from {dt.datetime.fromtimestamp(written):%Y-%m-%d %H:%M:%S}, older than "
+            "this daemon, found at start: stopping without starting a trial (delete the file to let daemons run)"
+        )
+        log.warning("%s", note)
+        self.queue.add_notice(note)
+        self.stop.set()
+
     def check_sentinel(self) -> None:
         if self.state.stop_file.exists() and not self.stop.is_set():
             log.info("%s found: stopping after the current step", self.state.stop_file.name)
@@ -169,9 +187,17 @@ class Daemon:
         self.readings = read_all(self.readers)
 
     def check_window(self) -> None:
+        """Outside the run window no trial starts or steps; the wait is said once, when it begins."""
         window = self.options.window
-        inside = window is None or window.contains(dt.datetime.now())
-        self.pauses.set("window", None if inside else f"outside the run window {window}")
+        opens = None if window is None else window.next_open(dt.datetime.now())
+        waiting = self.window_opens is not None
+        self.window_opens = None if opens is None else opens.timestamp()
+        self.pauses.set("window", None if opens is None else f"waiting for the run window {window}")
+        if opens is not None and not waiting:
+            left = short_duration(self.window_opens - time.time())
+            log.info("waiting for the run window %s (opens %s, in %s)", window, f"{opens:%H:%M}", left)
+        elif opens is None and waiting:
+            log.info("the run window %s is open: trials run", window)
 
     def heartbeat(self, queue: Queue) -> None:
         """Extend the held jobs' leases and tell `hpod status` this daemon is alive."""
@@ -182,7 +208,7 @@ class Daemon:
 
     def publish(self, queue: Queue) -> None:
         """This daemon's heartbeat, pause and readings, for `hpod status`."""
-        queue.daemon_heartbeat(self.owner, *self.shown_pause(), json.dumps(self.readings))
+        queue.daemon_heartbeat(self.owner, *self.shown_pause(), json.dumps(self.readings), self.window_opens)
 
     def extend_leases(self, queue: Queue, jobs: list[HeldJob] | None = None) -> bool:
         """Extend held jobs' leases, counting the time since the last extension into their run
@@ -327,7 +353,7 @@ class Daemon:
                 self.announce(job_id, "paused", report["reason"])
             log.info("trial %s %s", watch.number, f"paused: {report['reason']}" if kind == "paused" else "resumed")
             self.publish(self.queue)
-        elif kind in ("finished", "interrupted", "error"):
+        elif kind in ("finished", "interrupted", "error", "crashed"):
             watch.final = report
 
     def reap(self, run: Running) -> None:
@@ -342,9 +368,18 @@ class Daemon:
         outcome = judge(run.watch, code, run.worker.peak_rss, self.abort.is_set())
         if outcome.state == "FAIL" and outcome.number is not None and run.study is not None:
             self.guarded(run.job, lambda: fail_if_running(run.study, outcome.number, outcome.reason, self.state))
+        if outcome.state == "FAIL" or (run.phase == "evaluate" and outcome.state != "EVALUATED"):
+            self.record_failure(run, outcome)
         self.guarded(run.job, lambda: run.job.record(outcome))
         if run.phase == "search" and outcome.state not in ("INTERRUPTED", "SURPLUS"):
             self.record_progress(run.job)
+
+    def record_failure(self, run: Running, outcome: TrialOutcome) -> None:
+        """The latest failure and its reason on the job's row, for `hpod status`."""
+        what = f"{run.phase} trial {outcome.number}" if outcome.number is not None else f"a {run.phase} worker"
+        what = "the evaluation" if run.phase == "evaluate" else what
+        text = f"{what} failed at {dt.datetime.now():%H:%M}: {outcome.reason}"
+        self.guarded(run.job, lambda: self.queue.record_progress(run.job.id, self.owner, last_failure=text))
 
     def record_progress(self, job: HeldJob) -> None:
         self.guarded(job, lambda: self.queue.record_progress(job.id, self.owner, **job.progress()))

@@ -65,6 +65,7 @@ class Foreground:
                 guard=Guard(plan.job.guard, self.read),
                 choices=ChoiceCache(self.state.micro_batches),
                 seed_offset=seed_offset,
+                tracebacks=self.state.tracebacks,
             )
             log_file = TrialLog(self.state.logs / f"{study.study_name}.log")
             run_study(study, objective, target, [log_file, progress.on_trial, *extra])

@@ -151,6 +151,9 @@ def judge(watch: WorkerWatch, code: int, peak_rss: int, aborted: bool) -> TrialO
         return TrialOutcome(watch.number, "INTERRUPTED")
     if final.get("kind") == "error":
         return TrialOutcome(None, "ERROR", final["message"])
+    if final.get("kind") == "crashed":  # an exception outside a trial; the worker wrote its traceback
+        log.warning("trial %s: %s", watch.number, final["reason"])
+        return TrialOutcome(watch.number, "FAIL", final["reason"])
     reason = watch.killed or describe_exit(code, peak_rss)
     log.warning("trial %s: %s", watch.number, reason)
     return TrialOutcome(watch.number, "FAIL", reason)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpod.errors import HpodError
-from hpod.state import StateDir
+from hpod.state import StateDir, access_problem, match_umask
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -93,6 +93,14 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN trial_epochs INTEGER;
     ALTER TABLE jobs ADD COLUMN step_s REAL
     """,
+    # window_opens: when a daemon waiting for its run window starts trials; notices: what a
+    # daemon said that `hpod status` must show after it has gone (a stop it found at start);
+    # last_failure: the newest failed trial's number and reason, for `hpod status`
+    """
+    ALTER TABLE daemons ADD COLUMN window_opens REAL;
+    CREATE TABLE notices (id INTEGER PRIMARY KEY, time REAL NOT NULL, text TEXT NOT NULL);
+    ALTER TABLE jobs ADD COLUMN last_failure TEXT
+    """,
 )
 
 
@@ -101,12 +109,18 @@ class Queue:
 
     def __init__(self, path: Path):
         self.path = path
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        self.conn = conn
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        self._migrate()
+        try:
+            created = not path.exists()
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            self.conn = conn
+            if created:
+                match_umask(path)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except (sqlite3.OperationalError, PermissionError) as exc:  # another user's queue, most often
+            raise HpodError(access_problem(path, exc)) from None
 
     @classmethod
     def existing(cls, state: StateDir) -> Queue:
@@ -282,13 +296,28 @@ class Queue:
             )
 
     def daemon_heartbeat(
-        self, owner: str, paused_reason: str | None, paused_since: float | None, readings: str | None
+        self,
+        owner: str,
+        paused_reason: str | None,
+        paused_since: float | None,
+        readings: str | None,
+        window_opens: float | None = None,
     ) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE daemons SET heartbeat = ?, paused_reason = ?, paused_since = ?, readings = ? WHERE owner = ?",
-                (time.time(), paused_reason, paused_since, readings, owner),
+                "UPDATE daemons SET heartbeat = ?, paused_reason = ?, paused_since = ?, readings = ?, window_opens = ? "
+                "WHERE owner = ?",
+                (time.time(), paused_reason, paused_since, readings, window_opens, owner),
             )
+
+    def add_notice(self, text: str) -> None:
+        """Keep a line a daemon said for `hpod status`, which shows it until a daemon runs."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO notices (time, text) VALUES (?, ?)", (time.time(), text))
+
+    def latest_notice(self) -> dict | None:
+        rows = self.rows("SELECT time, text FROM notices ORDER BY id DESC LIMIT 1")
+        return rows[0] if rows else None
 
     def unregister_daemon(self, owner: str) -> None:
         with self.transaction() as conn:

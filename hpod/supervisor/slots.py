@@ -39,6 +39,24 @@ def parse_devices(text: str | None) -> list[str] | None:
     return devices
 
 
+def check_devices(devices: list[str] | None) -> list[str] | None:
+    """Refuse a device this machine lacks (a CUDA index past the last GPU, MPS without Apple's
+    GPU), so the daemon says so once at start instead of failing every trial."""
+    if devices is None:
+        return None
+    import torch
+
+    for device in devices:
+        kind, _, index = device.partition(":")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise HpodError(f"--devices: {device!r}, but this torch sees no CUDA GPU (torch {torch.__version__})")
+        if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+            raise HpodError(f"--devices: {device!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise HpodError(f"--devices: {device!r}, but MPS is not available on this machine")
+    return devices
+
+
 def visible_gpus() -> list[str]:
     import torch  # here: a daemon with one worker never needs it
 

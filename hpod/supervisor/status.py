@@ -5,8 +5,10 @@ read from that storage, for what each host is running and has finished."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
+from pathlib import Path
 
 from rich.table import Table
 
@@ -51,6 +53,7 @@ def job_status(row: dict) -> dict:
         "elapsed_s": row["run_s"],
         "eta_s": eta,
         "last_error": row["last_error"],
+        "last_failure": row["last_failure"],
         "storage": row["storage"],
     }
 
@@ -83,10 +86,11 @@ def daemon_status(row: dict, now: float) -> dict:
         "paused_reason": row["paused_reason"],
         "paused_s": None if row["paused_since"] is None else max(0.0, now - row["paused_since"]),
         "readings": json.loads(row["readings"]) if row["readings"] else None,
+        "window_opens": row["window_opens"],
     }
 
 
-def collect(queue: Queue | None, storage: str | None = None) -> dict:
+def collect(queue: Queue | None, storage: str | None = None, stop_file: Path | None = None) -> dict:
     """Everything status shows; the machine's readings come from a live daemon, else are read now;
     each host's trials of the studies on shared storages (every study of `storage`)."""
     now = time.time()
@@ -95,6 +99,10 @@ def collect(queue: Queue | None, storage: str | None = None) -> dict:
     live = [d for d in daemons if d["alive"]]
     machine = next((d["readings"] for d in live if d["readings"]), None) or read_all(default_readers())
     found = {"jobs": jobs, "daemons": daemons, "daemon_alive": bool(live), "machine": machine, "time": now}
+    found["notice"] = None if queue is None else queue.latest_notice()
+    found["stop_armed"] = None
+    if stop_file is not None and stop_file.exists() and not live:
+        found["stop_armed"] = stop_file.stat().st_mtime
     urls = shared_storages(jobs, storage)
     if urls:
         found["hosts"] = hosts_by_study(urls, None if storage else {j["study"] for j in jobs})
@@ -190,7 +198,7 @@ def status_row(job: dict) -> list[str]:
         f"{job['control']}ing" if job["control"] else job["state"],
         f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]),
         "-" if job["skill"] is None else f"{job['skill']:+.3f}", job["best_arch"] or "-",
-        now, _duration(job["elapsed_s"]), _duration(job["eta_s"]), job["study"],
+        now, short_duration(job["elapsed_s"]), short_duration(job["eta_s"]), job["study"],
     ]  # fmt: skip
 
 
@@ -211,11 +219,37 @@ def machine_line(status: dict) -> str:
     live = [d for d in status["daemons"] if d["alive"]]
     if not live:
         parts.append("daemon not running")
-    for daemon in live:
-        paused = daemon["paused_reason"]
-        shown = f"paused: {paused}, {_duration(daemon['paused_s'])}" if paused else "running"
-        parts.append(f"daemon pid {daemon['pid']} {shown}")
+    parts += [f"daemon pid {d['pid']} {daemon_state(d, status['time'])}" for d in live]
     return " · ".join(parts)
+
+
+def daemon_state(daemon: dict, now: float) -> str:
+    """running; waiting for the run window (opens 22:00, in 3h25m); or paused and why."""
+    paused, opens = daemon["paused_reason"], daemon["window_opens"]
+    if paused is None:
+        return "running"
+    if opens is not None:
+        at = dt.datetime.fromtimestamp(opens)
+        return f"{paused} (opens {at:%H:%M}, in {short_duration(max(0.0, opens - now))})"
+    return f"paused: {paused}, {short_duration(daemon['paused_s'])}"
+
+
+def notice_lines(status: dict) -> list[str]:
+    """What needs a person's eye beyond the table: a stop waiting for the next daemon, what the
+    last daemon said as it went, and why jobs or their latest trials failed."""
+    lines = []
+    if status.get("stop_armed") is not None:
+        at = dt.datetime.fromtimestamp(status["stop_armed"])
+        lines.append(f"STOP_HPO is set (since {at:%Y-%m-%d %H:%M}): the next daemon stops at once; delete it to run")
+    notice = status.get("notice")
+    if notice is not None and not status["daemon_alive"]:
+        lines.append(f"{dt.datetime.fromtimestamp(notice['time']):%Y-%m-%d %H:%M} {notice['text']}")
+    for job in status["jobs"]:
+        if job["state"] == "failed" and job["last_error"]:
+            lines.append(f"job {job['id']} failed: {job['last_error']}")
+        elif job["last_failure"] and job["state"] not in ENDED:
+            lines.append(f"job {job['id']}: {job['last_failure']}")
+    return lines
 
 
 def _loss(value: float | None) -> str:
@@ -226,7 +260,7 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def _duration(seconds: float | None) -> str:
+def short_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     minutes, secs = divmod(int(seconds), 60)

@@ -9,6 +9,7 @@ import gc
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpod.errors import HpodError
-from hpod.records import BEAT, SURPLUS, WORKER, TrialLog
+from hpod.records import BEAT, FAIL_REASON, SURPLUS, TRACEBACK, WORKER, TrialLog, failure_reason
 from hpod.state import StateDir
 from hpod.study.objective import Objective
 from hpod.study.plan import FINISHED, finished_count
@@ -51,7 +52,7 @@ def run_trial(
     trial.set_user_attr(WORKER, process_id())  # lets a restarted daemon tell an orphan from a live trial
     if resume is None and target is not None and is_surplus(study, trial.number, target):
         trial.set_user_attr(SURPLUS, True)
-        trial.set_user_attr("fail_reason", f"surplus: {target} trials before it finished or are running")
+        trial.set_user_attr(FAIL_REASON, f"surplus: {target} trials before it finished or are running")
         return study.tell(trial, state=TrialState.FAIL)
     if on_start is not None:
         on_start(trial.number)
@@ -78,10 +79,31 @@ def train_and_tell(study: optuna.Study, trial: Trial, objective: Objective) -> F
         return study.tell(trial, state=TrialState.PRUNED)
     except (Interrupted, UpdateFinishedTrialError):
         raise
-    except Exception:
-        log.warning("trial %d failed", trial.number, exc_info=True)
+    except Exception as exc:
+        record_exception(trial, exc, objective.tracebacks)
         return study.tell(trial, state=TrialState.FAIL)
     return study.tell(trial, value)
+
+
+def record_exception(trial: Trial, exc: Exception, tracebacks: Path | None) -> None:
+    """A trial that raised keeps why (`Type: message`, unless the objective said more) and,
+    with a folder for them, its full traceback in a file that its log line names."""
+    if FAIL_REASON not in trial.user_attrs:  # an out-of-memory reason names the architecture
+        trial.set_user_attr(FAIL_REASON, failure_reason(exc))
+    if tracebacks is None:
+        log.warning("trial %d failed: %s", trial.number, failure_reason(exc), exc_info=exc)
+        return
+    path = write_traceback(tracebacks, f"{trial.study.study_name}.trial-{trial.number}", exc)
+    trial.set_user_attr(TRACEBACK, str(path))
+    log.warning("trial %d failed: %s (traceback: %s)", trial.number, failure_reason(exc), path)
+
+
+def write_traceback(folder: Path, name: str, exc: BaseException) -> Path:
+    """The exception's full traceback in `folder/name.txt`, for the morning after."""
+    folder.mkdir(mode=0o770, parents=True, exist_ok=True)  # the group's only where the umask allows (state.py)
+    path = folder / f"{name}.txt"
+    path.write_text("".join(traceback.format_exception(exc)))
+    return path
 
 
 def is_surplus(study: optuna.Study, number: int, target: int) -> bool:
@@ -114,7 +136,7 @@ def fail_trial(study: optuna.Study, number: int, reason: str, state: StateDir) -
     outright (the OOM killer's SIGKILL) wrote no log line and left its checkpoints, tens of GB at
     2B: write the one, drop the others (a failed trial is never resumed, nor the best)."""
     trial = reopen_trial(study, number)
-    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(FAIL_REASON, reason)
     frozen = study.tell(trial, state=TrialState.FAIL)
     TrialLog(state.logs / f"{study.study_name}.log")(study, frozen)
     drop_checkpoints(state.checkpoints, study.study_name, number)
@@ -159,7 +181,7 @@ def run_study(
             return
         gc.collect()  # trials share this process: free the last one's model before the next is built
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        reason = trial.user_attrs.get("fail_reason", "unknown")
+        reason = trial.user_attrs.get(FAIL_REASON, "unknown")
         check_failures(study.study_name, failures, objective.plan.job.search.max_failures, reason)
 
 
@@ -174,7 +196,7 @@ def wait_for_old_workers(study: optuna.Study, timeout_s: float = 30.0) -> None:
     trial before it has gone would run it twice."""
     deadline = time.monotonic() + timeout_s
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    workers = [t.user_attrs["worker"] for t in running if "worker" in t.user_attrs]
+    workers = [t.user_attrs[WORKER] for t in running if WORKER in t.user_attrs]
     while any(not is_dead(w) and not is_remote(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
 

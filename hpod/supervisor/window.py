@@ -35,6 +35,13 @@ class Window:
             return self.start <= now < self.end
         return now >= self.start or now < self.end
 
+    def next_open(self, moment: dt.datetime) -> dt.datetime | None:
+        """When the window next opens after `moment`; None while it is open."""
+        if self.contains(moment):
+            return None
+        opens = moment.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
+        return opens if opens > moment else opens + dt.timedelta(days=1)
+
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
 

@@ -26,7 +26,8 @@ from hpod.errors import HpodError
 from hpod.guard.policy import Guard
 from hpod.guard.sensors import default_readers, read_all
 from hpod.job import guard_overrides
-from hpod.records import SURPLUS, TrialLog
+from hpod.logs import plain_handler
+from hpod.records import FAIL_REASON, SURPLUS, TrialLog, failure_reason
 from hpod.results.evaluation import ensure_baselines, evaluate_study
 from hpod.state import StateDir, open_storage
 from hpod.study.objective import Objective
@@ -34,7 +35,7 @@ from hpod.study.plan import best_trial, open_study
 from hpod.study.seeds import SEED_OFFSET, existing_seed_study, open_seed_study
 from hpod.supervisor.job_row import plan_from_row
 from hpod.supervisor.liveness import host_name
-from hpod.supervisor.trials import run_trial
+from hpod.supervisor.trials import run_trial, write_traceback
 from hpod.trial.data import load_dataset
 from hpod.trial.probe import ChoiceCache
 from hpod.trial.train import EpochRecord, Interrupted
@@ -145,6 +146,7 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
         device=slot.get("device"),
         memory_share=slot.get("share", 1.0),
         on_setup=lambda number, epochs, steps: reporter.send("setup", trial=number, epochs=epochs, steps=steps),
+        tracebacks=state.tracebacks,
     )
     try:
         log_file = TrialLog(state.logs / f"{study.study_name}.log")
@@ -152,14 +154,14 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
     except Interrupted:
         reporter.send("interrupted", trial=current["trial"])
         return 0
-    reason = {"reason": frozen.user_attrs["fail_reason"]} if "fail_reason" in frozen.user_attrs else {}
+    reason = {"reason": frozen.user_attrs[FAIL_REASON]} if FAIL_REASON in frozen.user_attrs else {}
     state_name = "SURPLUS" if frozen.user_attrs.get(SURPLUS) else frozen.state.name
     reporter.send("finished", trial=frozen.number, state=state_name, **reason)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, handlers=[plain_handler(sys.stderr)])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     reporter = Reporter(int(argv[0]))
     task = json.loads(sys.stdin.readline())
@@ -172,6 +174,12 @@ def main(argv: list[str]) -> int:
     except HpodError as exc:
         reporter.send("error", message=str(exc))
         return 2
+    except Exception as exc:  # outside a trial (set-up, evaluation): the daemon records the reason
+        name = f"{task['job']['study_name']}.{task.get('phase', 'search')}-worker-{os.getpid()}"
+        path = write_traceback(StateDir(Path(task["state_root"])).tracebacks, name, exc)
+        log.error("worker failed: %s (traceback: %s)", failure_reason(exc), path)
+        reporter.send("crashed", reason=f"{failure_reason(exc)} (traceback: {path})")
+        return 1
 
 
 if __name__ == "__main__":

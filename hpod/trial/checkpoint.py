@@ -21,7 +21,7 @@ def save(path: Path, state: dict) -> None:
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o770, parents=True, exist_ok=True)  # the group's only where the umask allows (state.py)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as f:
         write(f)

@@ -305,3 +305,19 @@ def test_optunas_own_trial_records_import(job, tmp_path):
     assert code == 0 and out.startswith("imported 1 trials"), err
     [trial] = [t for t in study_of(job).trials if "import_key" in t.user_attrs]
     assert trial.value == 0.41 and trial.params["learning_rate"] == 2e-4 and trial.user_attrs["original_number"] == 3
+
+
+def test_a_timestamped_line_of_a_trial_that_failed_before_its_micro_batch_imports_without_the_path(tmp_path):
+    from hpod.results.importer import read_candidates
+
+    line = (
+        "2026-12-01T21:33:01+0000 Trial 0: d_model=32, n_layers=2, n_heads=2, d_ff=64, params=21,409, batch=?, "
+        "learning_rate=1.8e-04, weight_decay=4.7e-03, warmup_steps=10, dropout=0.26, epochs=0/1, state=FAIL, "
+        "val_loss=nan, reason=RuntimeError: no mps here (traceback: /srv/hpod/logs/tracebacks/x.trial-0.txt)"
+    )
+    log = tmp_path / "x.log"
+    log.write_text(line + "\n")
+    [candidate] = read_candidates(log)
+    assert candidate.state == TrialState.FAIL and candidate.params["arch"] == IN_GRID.key
+    assert candidate.user_attrs["fail_reason"] == "RuntimeError: no mps here"
+    assert "micro_batch" not in candidate.user_attrs and candidate.source == f"{log}:Trial 0"

@@ -19,6 +19,7 @@ from hpod.supervisor.trials import StudyFailed, reopen_trial, run_study, run_tri
 from hpod.trial.data import load_dataset
 from hpod.trial.grid import Arch, extremes
 from hpod.trial.train import Interrupted
+from tests.helpers import log_lines
 
 BUDGET = 20_000
 
@@ -64,7 +65,7 @@ def test_the_architecture_at_grid_position_zero_and_a_zero_dropout_are_used_and_
     trial = study.trials[0]
     assert trial.params["dropout"] == 0.0
     assert (trial.user_attrs["d_model"], trial.user_attrs["n_layers"]) == (first.d_model, first.n_layers)
-    line = log_file.read_text()
+    [line] = log_lines(log_file)
     assert line.startswith(f"Trial 0: d_model={first.d_model}, n_layers={first.n_layers}, n_heads={first.n_heads}")
     assert "dropout=0.00," in line and "state=COMPLETE" in line
 

@@ -11,6 +11,7 @@ from tests.helpers import (
     finish,
     hpod,
     job_field,
+    log_lines,
     process_gone,
     running_worker,
     start_daemon,
@@ -71,7 +72,7 @@ def test_a_worker_killed_with_sigkill_fails_its_trial_alone(state, tmp_path):
     assert "worker killed by SIGKILL" in killed.user_attrs["fail_reason"]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
     assert status(state)["jobs"][0]["state"] == "done"
-    lines = (state / "logs" / f"{STUDY}.log").read_text().splitlines()
+    lines = log_lines(state / "logs" / f"{STUDY}.log")
     assert any(line.startswith(f"Trial {number}: ") and "state=FAIL" in line and "SIGKILL" in line for line in lines)
     assert not (state / "checkpoints" / STUDY / f"trial_{number:05d}.pt").exists()  # no resume state left behind
 
@@ -211,3 +212,49 @@ def test_a_job_whose_daemon_keeps_dying_fails_with_the_reason_instead_of_looping
     finish(start_daemon(state, "--until-idle"))
     [job] = status(state)["jobs"]
     assert job["state"] == "failed" and "died 2 times" in job["last_error"], job
+
+
+def test_stop_with_no_daemon_running_is_refused_unless_it_arms_the_next_one(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=1))
+    refused = hpod(state, "stop")
+    assert refused.returncode == 2 and "no daemon is running" in refused.stderr and "--next" in refused.stderr
+    assert not (state / "STOP_HPO").exists()
+    assert hpod(state, "stop", "--next").returncode == 0 and (state / "STOP_HPO").exists()
+    assert "STOP_HPO is set" in hpod(state, "status").stdout
+
+
+def test_a_daemon_that_finds_an_older_stop_says_so_and_stops_before_starting_a_trial(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=1))
+    assert hpod(state, "stop", "--next").returncode == 0
+    os.utime(state / "STOP_HPO", (1_700_000_000, 1_700_000_000))  # written long before the daemon
+    out = finish(start_daemon(state), timeout=120)
+    [said] = [line for line in out.splitlines() if "older than this daemon" in line]
+    assert "STOP_HPO from 2023-11-14" in said
+    assert job_field(state, "state") == "queued" and job_field(state, "attempts") == 0  # nothing was started
+    assert not (state / "STOP_HPO").exists()
+    shown = hpod(state, "status").stdout
+    assert "older than this daemon, found at start" in shown and "STOP_HPO is set" not in shown
+
+
+def test_a_daemon_outside_its_run_window_says_so_once_and_status_says_when_it_opens(state, tmp_path):
+    import datetime as dt
+
+    enqueue(state, write_job(tmp_path, epochs=1))
+    opens = dt.datetime.now() + dt.timedelta(hours=3, minutes=30)
+    window = f"{opens:%H:%M}-{opens + dt.timedelta(hours=1):%H:%M}"
+    daemon = start_daemon(state, "--window", window)
+
+    def waiting() -> str | None:
+        shown = hpod(state, "status").stdout
+        return shown if "waiting for the run window" in shown else None
+
+    try:
+        shown = wait_for(waiting)
+        assert f"waiting for the run window {window} (opens {opens:%H:%M}, in 3h2" in shown  # 3h29m or 3h30m
+        [daemon_row] = status(state)["daemons"]
+        assert daemon_row["window_opens"] == pytest.approx(opens.replace(second=0, microsecond=0).timestamp())
+        assert job_field(state, "state") in ("queued", "running") and job_field(state, "current_trial") is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+    out = finish(daemon, timeout=120)
+    assert out.count("waiting for the run window") == 1, out

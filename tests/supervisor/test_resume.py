@@ -10,7 +10,17 @@ from optuna.trial import TrialState
 
 from hpod.trial.grid import Arch
 from hpod.trial.train import TrainConfig, Trainer
-from tests.helpers import hpod, job_field, process_gone, running_worker, start_daemon, study, wait_for, write_job
+from tests.helpers import (
+    hpod,
+    job_field,
+    log_lines,
+    process_gone,
+    running_worker,
+    start_daemon,
+    study,
+    wait_for,
+    write_job,
+)
 
 STUDY = "daemon-20K-h1"
 
@@ -76,5 +86,5 @@ def test_a_study_survives_ten_daemon_kills_without_losing_or_doubling_a_trial(tm
     assert job_field(state, "state") == "done"
     for db in ("queue.db", "optuna.db"):
         assert sqlite3.connect(state / db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    logged = [int(line.split(":")[0].split()[1]) for line in (state / "logs" / f"{STUDY}.log").read_text().splitlines()]
+    logged = [int(line.split(":")[0].split()[1]) for line in log_lines(state / "logs" / f"{STUDY}.log")]
     assert len(logged) == len(set(logged)) and set(logged) <= {t.number for t in finished}

@@ -97,3 +97,9 @@ def test_a_bad_device_list_is_refused_in_one_line(text):
 def test_a_bad_devices_option_exits_2_naming_it(state):
     result = hpod(state, "daemon", "--until-idle", "--workers", "2", "--devices", "gpu0")
     assert result.returncode == 2 and "--devices" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_device_this_machine_lacks_is_refused_when_the_daemon_starts(state):
+    result = hpod(state, "daemon", "--devices", "cuda:4096", "--until-idle")
+    assert result.returncode == 2 and result.stderr.startswith("Error: --devices: 'cuda:4096'"), result.stderr
+    assert result.stderr.count("\n") == 1 and not (state / "queue.db").exists()
