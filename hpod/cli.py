@@ -22,7 +22,7 @@ from rich.logging import RichHandler
 
 from hpod.errors import HpodError
 from hpod.logs import TERMINAL_TIME, plain_handler
-from hpod.state import PRIVATE_UMASK, StateDir, open_storage
+from hpod.state import OPENED, PRIVATE_UMASK, StateDir, damaged, is_damage, open_storage
 from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.status import collect, hosts_table, machine_line, notice_lines, status_table
@@ -237,6 +237,31 @@ def stop(arm_next, state_dir) -> None:
     click.echo(f"wrote {state.stop_file}" + ("" if alive else " (no daemon is running; the next one will stop)"))
 
 
+@cli.command()
+@click.option("--restore", is_flag=True, help="put back the newest backup that passes for each damaged database")
+@state_dir_option
+def doctor(restore, state_dir) -> None:
+    """Check every database, checkpoint and samples file of the state directory; exit 2 if damaged."""
+    from hpod.supervisor.backup import backups_dir, examine
+    from hpod.supervisor.backup import restore as put_back
+
+    state = StateDir.resolve(state_dir)
+    found = examine(state)
+    left = []
+    for path, what in found:
+        used = put_back(state, path) if restore and path.suffix == ".db" else None
+        if used is not None:
+            click.echo(f"{path} {what}: restored from {used.name} (the damaged file is kept beside it)")
+        else:
+            left.append(path)
+            hint = "" if path.suffix != ".db" else f" (backups: {backups_dir(state)}; --restore puts one back)"
+            click.echo(f"{path} {what}{'; no backup passes its check' if restore and path.suffix == '.db' else hint}")
+    if not found:
+        click.echo(f"{state.root}: every database, checkpoint and samples file is sound")
+    if left:
+        raise HpodError(f"{len(left)} damaged file(s) in {state.root}")
+
+
 @cli.group()
 def service() -> None:
     """The daemon as a systemd service: the user's own (default) or the machine's (--system)."""
@@ -330,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     except HpodError as exc:
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
+    except Exception as exc:
+        if not (is_damage(exc) and OPENED):
+            raise
+        click.echo(f"Error: {damaged(OPENED[-1], 'cannot be read')}", err=True)  # the file opened last
+        return 2
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         return 2

@@ -22,7 +22,7 @@ from hpod.cli import (
     wide_option,
 )
 from hpod.errors import HpodError
-from hpod.state import StateDir
+from hpod.state import DamagedError, StateDir
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.status import ENDED, job_status
 from hpod.tables import Column, fitted, table_width
@@ -86,6 +86,8 @@ def existing_study(state: StateDir, name: str, storage: str | None):
 
     try:
         return load_named_study(name, state, storage)
+    except DamagedError:
+        raise
     except HpodError:
         return None
 

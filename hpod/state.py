@@ -140,6 +140,54 @@ class StateDir:
         return override if override is not None else f"sqlite:///{self.optuna_db}"
 
 
+def check_database(path: Path) -> None:
+    """Refuse a database file that is there but cannot be one: a 0-byte file (SQLite would
+    silently start an empty database over a queue or a study) or one without SQLite's header.
+
+    Only before this process first opens the file: closing any descriptor of a file drops every
+    POSIX lock the process holds on it, SQLite's included, and another process closing its own
+    connection would then delete the write-ahead log this one still writes to."""
+    if path in OPENED:
+        return
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError:
+        return  # unreadable: the open that follows says why
+    if header[:16] != b"SQLite format 3\x00":
+        what = "is empty (0 bytes)" if not header else "is not an SQLite database"
+        raise DamagedError(damaged(path, what))
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size  # how SQLite writes 65536 in two bytes
+    pages = int.from_bytes(header[28:32], "big")  # valid while the change counters agree
+    if header[24:28] == header[92:96] and pages * page_size > size:
+        raise DamagedError(damaged(path, f"is truncated ({size:,} of {pages * page_size:,} bytes)"))
+    OPENED.append(path)
+
+
+OPENED: list[Path] = []  # the SQLite files this process opened, to name one an error finds damaged
+
+
+class DamagedError(HpodError):
+    """A database of the state directory is damaged: nothing may write over it."""
+
+
+def is_damage(exc: BaseException) -> bool:
+    """A damaged SQLite file met mid-query: sqlite3's plain DatabaseError, or SQLAlchemy's over it."""
+    import sqlite3
+
+    return isinstance(exc, DamagedError) or type(getattr(exc, "orig", exc)) is sqlite3.DatabaseError
+
+
+def damaged(path: Path, what: str) -> str:
+    """The one line for a damaged database: what is wrong with which file, and the way back."""
+    fix = "`hpod doctor` checks the state directory, `hpod doctor --restore` puts back a backup"
+    return f"{path} {what}: damaged; {fix}"
+
+
 def match_umask(path: Path) -> None:
     """SQLite creates its files 0644 whatever the umask allows; give a file hpod just created the
     mode the umask does allow (0660 in a group-shared state directory, 0600 otherwise)."""
@@ -190,10 +238,16 @@ def open_storage(url: str):
                 f"storage {shown_url(url)!r} cannot be opened ({type(exc).__name__}: {first[:200]})"
             ) from None
     path = Path(url.removeprefix("sqlite:///"))
+    check_database(path)
     with Path(f"{path}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         created = not path.exists()
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+        except Exception as exc:  # SQLAlchemy's DatabaseError over sqlite3's: a damaged page, a bad schema
+            if "malformed" in str(exc) or "not a database" in str(exc):
+                raise DamagedError(damaged(path, "cannot be read")) from None
+            raise
         if created:
             match_umask(path)
         return storage

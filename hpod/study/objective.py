@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, Trial
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpod.guard.policy import Guard
 from hpod.records import FAIL_REASON, MEMORY_FAILED, WARMUP_EPOCHS, WIDENED
-from hpod.study.plan import StudyPlan, best_trial, distributions, suggest
+from hpod.study.plan import StudyPlan, distributions, suggest
 from hpod.study.sampler import VariationSampler
 from hpod.trial import checkpoint as checkpoint_io
 from hpod.trial.data import Dataset
@@ -175,8 +175,12 @@ class Objective:
         if self.seed_offset:
             checkpoint_io.resume_path(self.checkpoints, study.study_name, trial.number).unlink(missing_ok=True)
             return
-        best = best_trial(study)
-        checkpoint_io.prune(self.checkpoints, study.study_name, trial.number, None if best is None else best.number)
+        trials = study.get_trials(deepcopy=False)  # one snapshot, so the best and the losers agree
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = min(complete, key=lambda t: t.value, default=None)
+        # A finished trial that is not the best can never become it (the best only improves).
+        losers = {t.number for t in trials if t.state.is_finished() and (best is None or t.number != best.number)}
+        checkpoint_io.prune(self.checkpoints, study.study_name, trial.number, losers)
 
     def train_config(self, params: dict, number: int) -> TrainConfig:
         train_spec = self.plan.job.train

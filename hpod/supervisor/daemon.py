@@ -25,8 +25,10 @@ from typing import TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from hpod.errors import HpodError
 from hpod.guard.sensors import Readings, default_readers, read_all
-from hpod.state import StateDir
+from hpod.state import StateDir, is_damage
+from hpod.supervisor.backup import BACKUP_EVERY_S, back_up
 from hpod.supervisor.events import announce, job_command
 from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch, judge
 from hpod.supervisor.held_job import DONE, HeldJob, Running, Verdict, failure
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 STOP_EXTEND_USEC = 5 * 60 * 1_000_000  # ask systemd for time to finish a step and checkpoint
 CONTROL_CHECK_S = 2.0
+STARTUP_LIMIT_S = 1800.0  # silence allowed before a worker trains (imports, data, memory probe)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Daemon:
         self.tended = 0.0  # when the jobs were last settled and the slots filled
         self.changed = True  # a worker started or ended since: settle and fill at once
         self.queue_empty = False  # the last claim found nothing
+        self.exit_code = 0  # 1 once it stopped over an error (a damaged database)
         self.window_opens: float | None = None  # when the run window opens, while the daemon waits for it
 
     @property
@@ -115,7 +119,7 @@ class Daemon:
             self.queue.unregister_daemon(self.owner)
             self.state.stop_file.unlink(missing_ok=True)
             log.info("daemon stopped")
-        return 0
+        return self.exit_code
 
     def cycle(self) -> bool:
         """One turn of the loop: watch the workers; then, when a worker started or ended, or
@@ -158,6 +162,7 @@ class Daemon:
         scheduler.add_job(self.sample_readings, "interval", seconds=self.options.readings_s)
         scheduler.add_job(self.heartbeat, "interval", seconds=self.options.lease_s / 3, args=(beat_queue,))
         scheduler.add_job(self.check_window, "interval", seconds=15)
+        scheduler.add_job(back_up, "interval", seconds=BACKUP_EVERY_S, args=(self.state,))
         self.sample_readings()
         self.check_window()
         scheduler.start()
@@ -249,6 +254,10 @@ class Daemon:
                 check_crashes(row)
                 job = HeldJob(row, self.state)
             except Exception as exc:
+                if is_damage(exc):  # not the job's fault: it waits, queued, for `hpod doctor --restore`
+                    self.on_damage(exc)
+                    self.end(row, ("interrupted", None))
+                    return None
                 self.end(row, failure(exc))
                 continue
             with self.held_lock:
@@ -261,8 +270,19 @@ class Daemon:
         try:
             return step()
         except Exception as exc:
-            job.ending = failure(exc)
+            if is_damage(exc):
+                self.on_damage(exc)
+                job.ending = ("interrupted", None)
+            else:
+                job.ending = failure(exc)
             return None
+
+    def on_damage(self, exc: Exception) -> None:
+        """A damaged database fails no job: the daemon stops, exit status 1, and says why once."""
+        if self.exit_code == 0:
+            log.error("stopping: %s", exc if isinstance(exc, HpodError) else f"a database is damaged ({exc})")
+        self.exit_code = 1
+        self.stop.set()
 
     def settle(self, job: HeldJob) -> None:
         """Advance the job's phase, fail the trials of silent hosts, release it once it has ended."""
@@ -280,6 +300,7 @@ class Daemon:
     def end(self, row: dict, verdict: Verdict) -> None:
         state, note = verdict
         self.queue.release(row["id"], self.owner, state, note)
+        back_up(self.state)  # a job boundary: what it did is in the backups
         log.info("job %d (%s): %s%s", row["id"], row["study_name"], state, f" ({note})" if note else "")
         if state in ENDED:
             self.announce(row["id"], state, note)
@@ -332,10 +353,11 @@ class Daemon:
             watch.paused = paused
             log.info("trial %s %s", watch.number, f"paused: {self.pause_reason}" if paused else "resumed")
         silent_s = time.monotonic() - worker.last_report
-        if not paused and silent_s > self.options.hang_s and watch.killed is None:
-            watch.killed = f"no progress for {silent_s:.0f} s (hang limit {self.options.hang_s:g} s); killed"
+        limit = self.options.hang_s if watch.training else max(self.options.hang_s, STARTUP_LIMIT_S)
+        if not paused and silent_s > limit and watch.killed is None:
+            watch.killed = f"no progress for {silent_s:.0f} s (hang limit {limit:g} s); killed"
             worker.kill()
-        elif paused or silent_s < self.options.hang_s:
+        elif paused or silent_s < limit:
             self.ping_watchdog()
 
     def on_report(self, run: Running, report: dict) -> None:
@@ -366,17 +388,20 @@ class Daemon:
         if run.trial_pause is not None:  # a worker killed while paused never said it resumed
             self.publish(self.queue)
         outcome = judge(run.watch, code, run.worker.peak_rss, self.abort.is_set())
+        if outcome.state == "INTERRUPTED" and self.controls.get(run.job.id) == "cancel" and not self.stop.is_set():
+            outcome = TrialOutcome(outcome.number, "FAIL", "cancelled (hpod cancel)")  # it will never resume
         if outcome.state == "FAIL" and outcome.number is not None and run.study is not None:
             self.guarded(run.job, lambda: fail_if_running(run.study, outcome.number, outcome.reason, self.state))
-        if outcome.state == "FAIL" or (run.phase == "evaluate" and outcome.state != "EVALUATED"):
+        if outcome.state in ("FAIL", "LOST") or (run.phase == "evaluate" and outcome.state != "EVALUATED"):
             self.record_failure(run, outcome)
         self.guarded(run.job, lambda: run.job.record(outcome))
-        if run.phase == "search" and outcome.state not in ("INTERRUPTED", "SURPLUS"):
+        if run.phase == "search" and outcome.state not in ("INTERRUPTED", "SURPLUS", "LOST"):
             self.record_progress(run.job)
 
     def record_failure(self, run: Running, outcome: TrialOutcome) -> None:
         """The latest failure and its reason on the job's row, for `hpod status`."""
         what = f"{run.phase} trial {outcome.number}" if outcome.number is not None else f"a {run.phase} worker"
+        what += " (before its trial began)" if outcome.state == "LOST" else ""
         what = "the evaluation" if run.phase == "evaluate" else what
         text = f"{what} failed at {dt.datetime.now():%H:%M}: {outcome.reason}"
         self.guarded(run.job, lambda: self.queue.record_progress(run.job.id, self.owner, last_failure=text))

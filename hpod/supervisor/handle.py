@@ -23,7 +23,7 @@ STEP_RECORD_S = 5.0  # how often a running trial's step progress goes to the que
 @dataclass
 class TrialOutcome:
     number: int | None
-    state: str  # COMPLETE, PRUNED, FAIL, INTERRUPTED or ERROR (the job, not the trial, is bad)
+    state: str  # COMPLETE, PRUNED, FAIL, INTERRUPTED, LOST (before its trial) or ERROR (the job is bad)
     reason: str | None = None
 
 
@@ -40,13 +40,15 @@ class WorkerWatch:
     epoch_steps: int | None = None  # the trial's optimizer steps per epoch, from its setup report
     first_step: tuple[float, int] | None = None  # (when, global step) of the first step report
     written: float = 0.0  # when the step progress last went to the queue
+    training: bool = False  # it has reported its set-up or a step: the hang limit applies from here
 
     def progress(self, report: dict) -> dict | None:
         """The queue fields a report updates for `hpod status` (step progress every few seconds,
         for the ETA it gives before any trial has finished); None when it updates none."""
         kind = report["kind"]
-        if kind == "epoch":
-            return {"current_epoch": report["epoch"]}
+        self.training = self.training or kind in ("setup", "epoch") or (kind == "step" and report["step"] >= 0)
+        if kind == "epoch":  # an epoch ended: evidence that this hold made progress (queue.DEATH)
+            return {"current_epoch": report["epoch"], "advanced": time.time()}
         if kind == "started":
             return {"current_epoch": None, "current_step": None, "step_s": None}
         if kind == "setup":
@@ -156,4 +158,6 @@ def judge(watch: WorkerWatch, code: int, peak_rss: int, aborted: bool) -> TrialO
         return TrialOutcome(watch.number, "FAIL", final["reason"])
     reason = watch.killed or describe_exit(code, peak_rss)
     log.warning("trial %s: %s", watch.number, reason)
+    if watch.number is None:  # it died before its trial began: no trial failed, the slot starts another
+        return TrialOutcome(None, "LOST", reason)
     return TrialOutcome(watch.number, "FAIL", reason)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 Verdict = tuple[str, str | None]  # the job's end state and its note
 DONE: Verdict = ("done", None)
 SILENCE_CHECK_S = 15.0  # how often a held study is searched for trials of silent hosts
+LOST_LIMIT = 10  # workers in a row dying before their trial began (killed at start-up) fail the job
 
 
 @dataclass
@@ -48,6 +49,7 @@ class HeldJob:
     phase: str = "search"  # search → seeds → evaluate → ended
     note: str | None = None  # the search's verdict note (a timeout), kept for the job's end
     failures: int = 0
+    lost: int = 0  # workers in a row that died before their trial began
     ending: Verdict | None = None  # set once no new trial of this phase may start
     running: list[Running] = field(default_factory=list)
     held_at: float = field(default_factory=time.monotonic)  # since the last lease extension
@@ -163,7 +165,12 @@ class HeldJob:
             self.phase, self.ending = "ended", ("done", self.note)
         elif outcome.state == "ERROR":
             self.ending = "failed", outcome.reason
+        elif outcome.state == "LOST":  # restarted, unless workers keep dying before they begin
+            self.lost += 1
+            if self.lost >= LOST_LIMIT:
+                self.ending = "failed", f"{self.lost} workers in a row died before their trial began ({outcome.reason})"
         elif outcome.state not in ("INTERRUPTED", "SURPLUS"):
+            self.lost = 0
             self.failures = self.failures + 1 if outcome.state == "FAIL" else 0
             try:
                 check_failures(self.study.study_name, self.failures, self.plan.job.search.max_failures, outcome.reason)
@@ -180,6 +187,7 @@ class HeldJob:
             "baseline_value": self.search.user_attrs.get(BASELINES, {}).get("constant", {}).get("val_loss"),
             "current_trial": None,
             "current_epoch": None,
+            "advanced": time.time(),  # a trial ended (queue.DEATH)
         }
 
 

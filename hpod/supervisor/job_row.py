@@ -180,6 +180,11 @@ def import_into_job(state: StateDir, job_id: int, paths: list[Path], exclude: se
     file is checked before the study is opened, so a refusal writes nothing."""
     queue = Queue.existing(state)
     row = queue.job(job_id)
+    if row["state"] == "running":  # its workers count toward the target too: trials could pass it
+        raise HpodError(
+            f"job {job_id} is running: `hpod pause {job_id}`, import, then `hpod resume {job_id}` "
+            "(trials added under a running search could take it past its target)"
+        )
     plan = plan_from_row(row)
     for key in exclude:
         Arch.from_key(key)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpod.errors import HpodError
-from hpod.state import StateDir, access_problem, match_umask
+from hpod.state import DamagedError, StateDir, access_problem, check_database, damaged, match_umask
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -95,13 +95,21 @@ MIGRATIONS = (
     """,
     # window_opens: when a daemon waiting for its run window starts trials; notices: what a
     # daemon said that `hpod status` must show after it has gone (a stop it found at start);
-    # last_failure: the newest failed trial's number and reason, for `hpod status`
+    # last_failure: the newest failed trial's number and reason, for `hpod status`; claimed and
+    # advanced: when the job was last claimed and last ended an epoch or a trial (see DEATH)
     """
     ALTER TABLE daemons ADD COLUMN window_opens REAL;
     CREATE TABLE notices (id INTEGER PRIMARY KEY, time REAL NOT NULL, text TEXT NOT NULL);
-    ALTER TABLE jobs ADD COLUMN last_failure TEXT
+    ALTER TABLE jobs ADD COLUMN last_failure TEXT;
+    ALTER TABLE jobs ADD COLUMN claimed REAL;
+    ALTER TABLE jobs ADD COLUMN advanced REAL
     """,
 )
+# A holder's death counts toward search.max_crashes only on evidence that the job caused it: a
+# trial of it was running, and no epoch or trial ended during that hold. A death soon after a
+# claim (no trial started) counts nothing, and progress during the hold starts the count again.
+DEATH_VALUE = "CASE WHEN advanced > claimed THEN 0 WHEN current_trial IS NULL THEN crashes ELSE crashes + 1 END"
+DEATH = f"crashes = {DEATH_VALUE}"
 
 
 class Queue:
@@ -109,6 +117,7 @@ class Queue:
 
     def __init__(self, path: Path):
         self.path = path
+        check_database(path)
         try:
             created = not path.exists()
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -121,6 +130,8 @@ class Queue:
             self._migrate()
         except (sqlite3.OperationalError, PermissionError) as exc:  # another user's queue, most often
             raise HpodError(access_problem(path, exc)) from None
+        except sqlite3.DatabaseError as exc:  # a damaged header or page
+            raise DamagedError(damaged(path, f"cannot be read ({exc})")) from None
 
     @classmethod
     def existing(cls, state: StateDir) -> Queue:
@@ -138,7 +149,12 @@ class Queue:
         return sqlite_utils.Database(self.conn)
 
     def rows(self, sql: str, params: tuple = ()) -> list[dict]:
-        return as_dicts(self.conn.execute(sql, params))
+        try:
+            return as_dicts(self.conn.execute(sql, params))
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # locked, constraint: not damage
+                raise
+            raise DamagedError(damaged(self.path, f"cannot be read ({exc})")) from None
 
     def close(self) -> None:
         self.conn.close()
@@ -191,14 +207,15 @@ class Queue:
             cursor = conn.execute(
                 f"""
                 UPDATE jobs SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1,
-                    started = coalesce(started, ?), crashes = crashes + (state = 'running')
+                    started = coalesce(started, ?), claimed = ?, current_trial = NULL, current_epoch = NULL,
+                    crashes = CASE WHEN state = 'running' THEN {DEATH_VALUE} ELSE crashes END
                 WHERE id = (
                     SELECT id FROM jobs
                     WHERE state IN ('queued', 'interrupted') OR (state = 'running' AND lease_until < ?)
                     ORDER BY {CLAIM_ORDER} LIMIT 1)
                 RETURNING *
                 """,
-                (owner, now + lease_s, now, now),
+                (owner, now + lease_s, now, now, now),
             )
             rows = as_dicts(cursor)
         return rows[0] if rows else None
@@ -335,7 +352,7 @@ class Queue:
             for job_id, owner in dead:
                 conn.execute(
                     "UPDATE jobs SET state = CASE control WHEN 'pause' THEN 'paused' WHEN 'cancel' THEN 'cancelled' "
-                    "ELSE 'interrupted' END, control = NULL, owner = NULL, lease_until = NULL, crashes = crashes + 1 "
+                    f"ELSE 'interrupted' END, control = NULL, owner = NULL, lease_until = NULL, {DEATH} "
                     "WHERE id = ? AND owner = ?",
                     (job_id, owner),
                 )

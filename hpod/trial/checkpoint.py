@@ -60,9 +60,12 @@ def best_path(root: Path, study_name: str, number: int) -> Path:
     return trial_dir(root, study_name) / f"trial_{number:05d}.best.pt"
 
 
-def prune(root: Path, study_name: str, finished: int, best: int | None) -> None:
-    """After trial `finished` ended: drop its resume state, and best weights of all but `best`."""
+def prune(root: Path, study_name: str, finished: int, losers: set[int]) -> None:
+    """After trial `finished` ended: drop its resume state, and the best weights of `losers`,
+    finished trials that are not the study's best. The weights of a trial still running are
+    never among them: it may yet be the best (another worker's trial, when several race)."""
     resume_path(root, study_name, finished).unlink(missing_ok=True)
     for path in trial_dir(root, study_name).glob("trial_*.best.pt"):
-        if best is None or path != best_path(root, study_name, best):
+        number = path.name.removeprefix("trial_").removesuffix(".best.pt")
+        if number.isdigit() and int(number) in losers:
             path.unlink(missing_ok=True)

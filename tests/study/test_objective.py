@@ -267,3 +267,24 @@ def test_a_return_target_study_trains_from_near_the_constant_baseline_without_di
     for trial in study.trials:
         first = trial.user_attrs["learning_curve"][0]["val_loss"]
         assert first < 2 * trial.user_attrs["baseline_val_loss"], trial.user_attrs
+
+
+def test_a_trial_finishing_beside_a_running_one_never_removes_the_running_ones_best_weights(
+    tmp_path, fast_job, dataset_h5
+):
+    """The race of two workers: trial 0 is still running (its best epoch's weights on disk, and
+    it may end as the study's best) when trial 1 finishes worse than trial 2 did."""
+    from hpod.trial import checkpoint
+
+    plan = plan_study(without_extremes(fast_job), BUDGET, 5)
+    study = open_study(plan, storage(tmp_path))
+    objective = Objective(plan, dataset_h5, study.sampler, checkpoints=tmp_path / "ckpt")
+    running, worse, better = study.ask(), study.ask(), study.ask()
+    for trial in (running, worse, better):
+        checkpoint.save(checkpoint.best_path(tmp_path / "ckpt", study.study_name, trial.number), {"n": trial.number})
+    study.tell(better, 0.40)
+    objective.after_trial(study, study.tell(worse, 0.45))
+    kept = sorted(p.name for p in (tmp_path / "ckpt" / study.study_name).glob("*.best.pt"))
+    assert kept == ["trial_00000.best.pt", "trial_00002.best.pt"]  # the running one's and the best's
+    objective.after_trial(study, study.tell(running, 0.30))  # it ends as the best: its weights are there
+    assert [p.name for p in (tmp_path / "ckpt" / study.study_name).glob("*.best.pt")] == ["trial_00000.best.pt"]

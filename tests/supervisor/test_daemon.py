@@ -2,6 +2,8 @@ import os
 import signal
 import socket
 import sqlite3
+import time
+from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
@@ -12,7 +14,6 @@ from tests.helpers import (
     hpod,
     job_field,
     log_lines,
-    process_gone,
     running_worker,
     start_daemon,
     status,
@@ -138,6 +139,9 @@ def test_pause_resume_and_cancel_act_on_a_running_job_between_steps(state, tmp_p
     finally:
         daemon.send_signal(signal.SIGTERM)
         finish(daemon, timeout=30)
+    cancelled = study(state, STUDY).trials[number]  # ended as the stop ends it, and never to be resumed
+    assert cancelled.state == TrialState.FAIL and cancelled.user_attrs["fail_reason"] == "cancelled (hpod cancel)"
+    assert not (state / "checkpoints" / STUDY / f"trial_{number:05d}.pt").exists()
 
 
 def test_systemd_hears_ready_and_stopping(state, tmp_path):
@@ -195,23 +199,58 @@ def test_a_bad_guard_setting_is_refused_in_one_line(state):
     assert result.returncode == 2 and result.stderr.strip() == "Error: unknown key guard.cpu_temp"
 
 
-def test_a_job_whose_daemon_keeps_dying_fails_with_the_reason_instead_of_looping(state, tmp_path):
-    """systemd restarts a killed daemon; one that dies on the same job each time must not loop."""
+def test_a_job_whose_daemon_keeps_dying_in_its_trial_without_progress_fails_instead_of_looping(state, tmp_path):
+    """systemd restarts a killed daemon; one that dies in the same trial, no epoch further each
+    time, must not loop. (A RAM floor no machine has holds the trial before its first step.)"""
     enqueue(state, write_job(tmp_path, epochs=30, crashes=2))
-    pids = set()
+    floor = ("--guard", "memory_floor_gib=100000", "--guard", "memory_resume_gib=100000")
     for _ in range(2):
-        daemon = start_daemon(state)
-        _, pid = wait_for(
-            lambda: (found := running_worker(state, STUDY)) and found[1] not in pids and found, what="a new worker"
-        )
-        pids.add(pid)
+        daemon = start_daemon(state, *floor)
+
+        def held(pid: int = daemon.pid) -> bool:
+            return any(d["pid"] == pid and d["alive"] and d["paused_reason"] for d in status(state)["daemons"])
+
+        wait_for(held, what="the trial held")
+        assert job_field(state, "current_trial") is not None
         daemon.kill()
         daemon.wait()
-        wait_for(lambda pid=pid: process_gone(pid), timeout=10, what="the worker to exit")
-    assert job_field(state, "crashes") == 1  # the second death is counted when the job is next claimed
-    finish(start_daemon(state, "--until-idle"))
+    out = finish(start_daemon(state, "--until-idle"))
     [job] = status(state)["jobs"]
-    assert job["state"] == "failed" and "died 2 times" in job["last_error"], job
+    assert job["state"] == "failed" and "died 2 times" in job["last_error"], out
+
+
+def test_deaths_of_the_daemon_right_after_a_claim_do_not_count_and_the_job_goes_on(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=1, crashes=2))
+    for attempt in range(1, 4):
+        daemon = start_daemon(state)
+        wait_for(lambda n=attempt: job_field(state, "attempts") == n, what="the claim")
+        daemon.kill()
+        daemon.wait()
+    finish(start_daemon(state, "--until-idle"))
+    assert job_field(state, "state") == "done" and job_field(state, "crashes") == 0
+    assert job_field(state, "current_trial") is None
+
+
+def test_workers_killed_while_starting_are_restarted_not_failed_and_the_hang_limit_waits_for_training(state, tmp_path):
+    import psutil
+
+    job = Path(write_job(tmp_path, epochs=1))
+    job.write_text(job.read_text().replace("forced_extremes: false,", "forced_extremes: false, max_failures: 2,"))
+    enqueue(state, str(job))
+    daemon = start_daemon(state, "--until-idle", "--hang-timeout", "2")  # less than a worker takes to start
+    killed, deadline = 0, time.monotonic() + 120
+    while killed < 3:  # more than max_failures: were they trials, the job would fail
+        assert time.monotonic() < deadline, "no starting worker to kill"
+        workers = psutil.Process(daemon.pid).children()
+        if workers and job_field(state, "current_trial") is None:
+            workers[0].kill()
+            workers[0].wait()
+            killed += 1
+        time.sleep(0.05)
+    out = finish(daemon, timeout=300)
+    assert job_field(state, "state") == "done", out
+    assert [t.state for t in study(state, STUDY).trials] == [TrialState.COMPLETE] * 2
+    assert "before its trial began" in (job_field(state, "last_failure") or "")
 
 
 def test_stop_with_no_daemon_running_is_refused_unless_it_arms_the_next_one(state, tmp_path):

@@ -22,10 +22,10 @@ def test_a_missing_or_damaged_checkpoint_reads_as_none(tmp_path):
     assert checkpoint.load(damaged) is None
 
 
-def test_pruning_drops_the_finished_trials_resume_state_and_every_best_but_the_studys(tmp_path):
-    for number in (0, 1, 2):
+def test_pruning_drops_the_finished_trials_resume_state_and_the_losers_weights_only(tmp_path):
+    for number in (0, 1, 2, 3):
         checkpoint.save(checkpoint.best_path(tmp_path, "s", number), {"epoch": number})
     checkpoint.save(checkpoint.resume_path(tmp_path, "s", 2), {"epoch": 2})
-    checkpoint.prune(tmp_path, "s", finished=2, best=1)
+    checkpoint.prune(tmp_path, "s", finished=2, losers={0, 2})  # 1 is the best, 3 still runs
     left = sorted(p.name for p in (tmp_path / "s").iterdir())
-    assert left == ["trial_00001.best.pt"]
+    assert left == ["trial_00001.best.pt", "trial_00003.best.pt"]
