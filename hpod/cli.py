@@ -355,17 +355,17 @@ def main(argv: list[str] | None = None) -> int:
     except HpodError as exc:
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
-    except Exception as exc:
-        if not (is_damage(exc) and OPENED):
-            raise
-        click.echo(f"Error: {damaged(OPENED[-1], 'cannot be read')}", err=True)  # the file opened last
-        return 2
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         return 2
     except (click.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
         return 130
+    except Exception as exc:
+        if not (is_damage(exc) and OPENED):
+            raise
+        click.echo(f"Error: {damaged(OPENED[-1], 'cannot be read')}", err=True)  # the file opened last
+        return 2
     return code if isinstance(code, int) else 0
 
 
