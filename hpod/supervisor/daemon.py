@@ -38,7 +38,7 @@ from hpod.supervisor.liveness import host_name, is_dead, process_id
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.slots import Slot, make_slots
 from hpod.supervisor.status import ENDED, short_duration
-from hpod.supervisor.systemd import notify, watchdog_interval_s
+from hpod.supervisor.systemd import notify, ping_watchdog
 from hpod.supervisor.trials import fail_if_running
 from hpod.supervisor.window import Pauses, Window
 
@@ -140,7 +140,7 @@ class Daemon:
                 log.info("queue is empty; exiting")
             return False
         if not running and not started:
-            self.ping_watchdog()
+            ping_watchdog()
             self.stop.wait(self.options.idle_poll_s if not self.held else CONTROL_CHECK_S / 4)
         return True
 
@@ -171,14 +171,11 @@ class Daemon:
     def check_old_sentinel(self) -> None:
         """A STOP_HPO written before this daemon started (`hpod stop --next`, or a stop whose
         daemon died before removing it) is honoured, and said once in the log and in status."""
-        try:
-            written = self.state.stop_file.stat().st_mtime
-        except FileNotFoundError:
+        if not self.state.stop_file.exists():
             return
-        note = (
-            f"{self.state.stop_file.name} from {dt.datetime.fromtimestamp(written):%Y-%m-%d %H:%M:%S}, older than "
-            "this daemon, found at start: stopping without starting a trial (delete the file to let daemons run)"
-        )
+        written = dt.datetime.fromtimestamp(self.state.stop_file.stat().st_mtime)
+        note = f"STOP_HPO from {written:%Y-%m-%d %H:%M:%S}, older than this daemon, found at start: stopping "
+        note += "without starting a trial (delete the file to let daemons run)"
         log.warning("%s", note)
         self.queue.add_notice(note)
         self.stop.set()
@@ -198,11 +195,8 @@ class Daemon:
         waiting = self.window_opens is not None
         self.window_opens = None if opens is None else opens.timestamp()
         self.pauses.set("window", None if opens is None else f"waiting for the run window {window}")
-        if opens is not None and not waiting:
-            left = short_duration(self.window_opens - time.time())
-            log.info("waiting for the run window %s (opens %s, in %s)", window, f"{opens:%H:%M}", left)
-        elif opens is None and waiting:
-            log.info("the run window %s is open: trials run", window)
+        if (line := window and window.change_line(opens, waiting, short_duration)) is not None:
+            log.info("%s", line)
 
     def heartbeat(self, queue: Queue) -> None:
         """Extend the held jobs' leases and tell `hpod status` this daemon is alive."""
@@ -225,10 +219,6 @@ class Daemon:
                 held, job.held_at = now - job.held_at, now
                 ok = queue.extend(job.id, self.owner, self.options.lease_s, held) and ok
         return ok
-
-    def ping_watchdog(self) -> None:
-        if watchdog_interval_s() is not None:
-            notify("WATCHDOG=1")
 
     def fill_slots(self) -> int:
         """Start a worker in each free slot: the held jobs' next trials first, then a newly
@@ -279,7 +269,7 @@ class Daemon:
 
     def on_damage(self, exc: Exception) -> None:
         """A damaged database fails no job: the daemon stops, exit status 1, and says why once."""
-        if self.exit_code == 0:
+        if not self.exit_code:
             log.error("stopping: %s", exc if isinstance(exc, HpodError) else f"a database is damaged ({exc})")
         self.exit_code = 1
         self.stop.set()
@@ -358,7 +348,7 @@ class Daemon:
             watch.killed = f"no progress for {silent_s:.0f} s (hang limit {limit:g} s); killed"
             worker.kill()
         elif paused or silent_s < limit:
-            self.ping_watchdog()
+            ping_watchdog()
 
     def on_report(self, run: Running, report: dict) -> None:
         kind, watch, job_id = report["kind"], run.watch, run.job.id
@@ -400,10 +390,7 @@ class Daemon:
 
     def record_failure(self, run: Running, outcome: TrialOutcome) -> None:
         """The latest failure and its reason on the job's row, for `hpod status`."""
-        what = f"{run.phase} trial {outcome.number}" if outcome.number is not None else f"a {run.phase} worker"
-        what += " (before its trial began)" if outcome.state == "LOST" else ""
-        what = "the evaluation" if run.phase == "evaluate" else what
-        text = f"{what} failed at {dt.datetime.now():%H:%M}: {outcome.reason}"
+        text = outcome.describe(run.phase)
         self.guarded(run.job, lambda: self.queue.record_progress(run.job.id, self.owner, last_failure=text))
 
     def record_progress(self, job: HeldJob) -> None:

@@ -4,6 +4,7 @@ it commands, read its reports, sample its memory, watch it exit."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -25,6 +26,13 @@ class TrialOutcome:
     number: int | None
     state: str  # COMPLETE, PRUNED, FAIL, INTERRUPTED, LOST (before its trial) or ERROR (the job is bad)
     reason: str | None = None
+
+    def describe(self, phase: str) -> str:
+        """The failure as `hpod status` shows it: which trial or worker, when, and why."""
+        what = f"{phase} trial {self.number}" if self.number is not None else f"a {phase} worker"
+        what += " (before its trial began)" if self.state == "LOST" else ""
+        what = "the evaluation" if phase == "evaluate" else what
+        return f"{what} failed at {dt.datetime.now():%H:%M}: {self.reason}"
 
 
 @dataclass

@@ -28,3 +28,9 @@ def watchdog_interval_s() -> float | None:
     if not usec or (pid and int(pid) != os.getpid()):
         return None
     return int(usec) / 2e6
+
+
+def ping_watchdog() -> None:
+    """Tell systemd's watchdog this process is alive, where one is set."""
+    if watchdog_interval_s() is not None:
+        notify("WATCHDOG=1")

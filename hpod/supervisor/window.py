@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hpod.errors import HpodError
@@ -41,6 +42,13 @@ class Window:
             return None
         opens = moment.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
         return opens if opens > moment else opens + dt.timedelta(days=1)
+
+    def change_line(self, opens: dt.datetime | None, waiting: bool, duration: Callable[[float], str]) -> str | None:
+        """What the log says when the daemon starts or stops waiting for the window; None otherwise."""
+        if opens is not None and not waiting:
+            left = duration(opens.timestamp() - time.time())
+            return f"waiting for the run window {self} (opens {opens:%H:%M}, in {left})"
+        return f"the run window {self} is open: trials run" if opens is None and waiting else None
 
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
