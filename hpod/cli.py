@@ -14,7 +14,6 @@ import math
 import os
 import sys
 from functools import partial
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -237,70 +236,6 @@ def stop(arm_next, state_dir) -> None:
     click.echo(f"wrote {state.stop_file}" + ("" if alive else " (no daemon is running; the next one will stop)"))
 
 
-@cli.command()
-@click.option("--restore", is_flag=True, help="put back the newest backup that passes for each damaged database")
-@state_dir_option
-def doctor(restore, state_dir) -> None:
-    """Check every database, checkpoint and samples file of the state directory; exit 2 if damaged."""
-    from hpod.supervisor.backup import backups_dir, examine
-    from hpod.supervisor.backup import restore as put_back
-
-    state = StateDir.resolve(state_dir)
-    found = examine(state)
-    left = []
-    for path, what in found:
-        used = put_back(state, path) if restore and path.suffix == ".db" else None
-        if used is not None:
-            click.echo(f"{path} {what}: restored from {used.name} (the damaged file is kept beside it)")
-        else:
-            left.append(path)
-            hint = "" if path.suffix != ".db" else f" (backups: {backups_dir(state)}; --restore puts one back)"
-            click.echo(f"{path} {what}{'; no backup passes its check' if restore and path.suffix == '.db' else hint}")
-    if not found:
-        click.echo(f"{state.root}: every database, checkpoint and samples file is sound")
-    if left:
-        raise HpodError(f"{len(left)} damaged file(s) in {state.root}")
-
-
-@cli.group()
-def service() -> None:
-    """The daemon as a systemd service: the user's own (default) or the machine's (--system)."""
-
-
-system_option = click.option("--system", is_flag=True, help="the machine's service (as root), not your user service")
-
-
-@service.command(name="install")
-@system_option
-@click.option("--state-dir", type=click.Path(file_okay=False), help="default: the CLI's (system: /var/lib/hpod)")
-@click.option("--service-user", help="the system service's account (default: hpod, created when missing)")
-def service_install(system, state_dir, service_user) -> None:
-    """Write the unit for this installation, record its state directory for the CLI, start it."""
-    from hpod.supervisor.service import install
-
-    for line in install(system, None if state_dir is None else Path(state_dir), service_user):
-        click.echo(line)
-
-
-@service.command(name="status")
-def service_status() -> None:
-    """The installed services: unit, executable, state directory, running or not, lingering."""
-    from hpod.supervisor.service import status_lines
-
-    for line in status_lines():
-        click.echo(line)
-
-
-@service.command(name="uninstall")
-@system_option
-def service_uninstall(system) -> None:
-    """Stop and disable the service and remove its unit; the state directory is kept."""
-    from hpod.supervisor.service import uninstall
-
-    for line in uninstall(system):
-        click.echo(line)
-
-
 def job_control(action: str) -> None:
     @click.argument("job_id", type=JOB_ID)
     @state_dir_option
@@ -370,4 +305,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 import hpod.cli_jobs  # noqa: E402 - registers show, log and plan on `cli`
+import hpod.cli_service  # noqa: E402 - registers service and doctor on `cli`
 import hpod.cli_studies  # noqa: E402, F401 - registers grid, report, export and import on `cli`

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ ENV_VAR = "HPOD_HOME"
 SYSCONFDIR_VAR = "HPOD_SYSCONFDIR"  # where the system service's record lives (default /etc; tests move it)
 RECORD_NAME = "state_dir"  # one line: the state directory a service installed by `hpod service install` uses
 SQLITE_TIMEOUT_S = 30  # readers such as `hpod status` must wait out a writer, not fail
+CREATING_S = 10.0  # a 0-byte database younger than this is being created, not damaged
 PRIVATE_UMASK = 0o077  # files the owner's alone (0600), directories 0700
 GROUP_UMASK = 0o007  # in a group-shared state directory (setgid, group-writable): the group's too
 
@@ -149,14 +151,18 @@ def check_database(path: Path) -> None:
     connection would then delete the write-ahead log this one still writes to."""
     if path in OPENED:
         return
+    OPENED.append(path)  # before the checks: a file created by this open is this process's too
     try:
         with path.open("rb") as f:
             header = f.read(100)
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         return
     except OSError:
         return  # unreadable: the open that follows says why
+    size = info.st_size
+    if not header and time.time() - info.st_mtime < CREATING_S:
+        return  # another process created it a moment ago and has yet to write its first page
     if header[:16] != b"SQLite format 3\x00":
         what = "is empty (0 bytes)" if not header else "is not an SQLite database"
         raise DamagedError(damaged(path, what))
@@ -165,7 +171,6 @@ def check_database(path: Path) -> None:
     pages = int.from_bytes(header[28:32], "big")  # valid while the change counters agree
     if header[24:28] == header[92:96] and pages * page_size > size:
         raise DamagedError(damaged(path, f"is truncated ({size:,} of {pages * page_size:,} bytes)"))
-    OPENED.append(path)
 
 
 OPENED: list[Path] = []  # the SQLite files this process opened, to name one an error finds damaged

@@ -55,7 +55,7 @@ class WorkerWatch:
         for the ETA it gives before any trial has finished); None when it updates none."""
         kind = report["kind"]
         self.training = self.training or kind in ("setup", "epoch") or (kind == "step" and report["step"] >= 0)
-        if kind == "epoch":  # an epoch ended: evidence that this hold made progress (queue.DEATH)
+        if kind == "epoch":  # an epoch ended: evidence that this hold made progress (schema.DEATH)
             return {"current_epoch": report["epoch"], "advanced": time.time()}
         if kind == "started":
             return {"current_epoch": None, "current_step": None, "step_s": None}

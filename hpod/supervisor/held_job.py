@@ -187,7 +187,7 @@ class HeldJob:
             "baseline_value": self.search.user_attrs.get(BASELINES, {}).get("constant", {}).get("val_loss"),
             "current_trial": None,
             "current_epoch": None,
-            "advanced": time.time(),  # a trial ended (queue.DEATH)
+            "advanced": time.time(),  # a trial ended (schema.DEATH)
         }
 
 

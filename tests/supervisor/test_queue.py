@@ -5,7 +5,8 @@ import time
 import pytest
 
 from hpod.errors import HpodError
-from hpod.supervisor.queue import MIGRATIONS, Queue
+from hpod.supervisor.queue import Queue
+from hpod.supervisor.schema import MIGRATIONS
 
 
 def job(name: str = "s", **kw) -> dict:
