@@ -21,8 +21,9 @@ from rich.logging import RichHandler
 
 from hpod.errors import HpodError
 from hpod.logs import TERMINAL_TIME, plain_handler
-from hpod.state import OPENED, PRIVATE_UMASK, StateDir, damaged, is_damage, open_storage
+from hpod.state import OPENED, PRIVATE_UMASK, StateDir, damaged, is_damage, is_unreachable, open_storage
 from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
+from hpod.supervisor.outage import OUTAGE_LIMIT_S, root_error
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.status import collect, hosts_table, machine_line, notice_lines, status_table
 from hpod.tables import show as show_table
@@ -200,8 +201,11 @@ def status(as_json, show_all, state_dir, storage, wide) -> None:
 @click.option("--host-grace", type=FiniteRange(min=1, max=7 * 24 * 3600), default=600, show_default=True,
               help="seconds after which another host's silent trial is failed")  # fmt: skip
 @click.option("--on-event", metavar="CMD", help="shell command run when a job ends or the guard pauses it (HPOD_* env)")
+@click.option("--outage-limit", type=FiniteRange(min=1, max=7 * 24 * 3600), default=OUTAGE_LIMIT_S, show_default=True,
+              help="seconds a job waits for an unreachable storage (or a full disk) before it fails")  # fmt: skip
 @state_dir_option
-def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host_grace, on_event, state_dir) -> None:
+def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host_grace, on_event, outage_limit,
+           state_dir) -> None:  # fmt: skip
     """Work through the queue (what systemd starts)."""
     from hpod.job import GuardSpec, guard_overrides
     from hpod.supervisor.daemon import Daemon, DaemonOptions
@@ -215,7 +219,7 @@ def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host
     if host is not None:
         os.environ[HOST_VAR] = host  # the workers inherit it
     slots = {"workers": workers, "devices": check_devices(parse_devices(devices)), "host_grace_s": host_grace}
-    slots["on_event"] = on_event
+    slots.update(on_event=on_event, outage_limit_s=outage_limit)
     options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout, guard=guard, **slots)
     sys.exit(Daemon(StateDir.resolve(state_dir).create(), options).run())
 
@@ -297,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Aborted.", err=True)
         return 130
     except Exception as exc:
+        if is_unreachable(exc):  # a full disk, a lock held past the timeout, a server away: nothing was changed
+            click.echo(f"Error: {root_error(exc)}{f' ({OPENED[-1]})' if OPENED else ''}; try again", err=True)
+            return 2
         if not (is_damage(exc) and OPENED):
             raise
         click.echo(f"Error: {damaged(OPENED[-1], 'cannot be read')}", err=True)  # the file opened last

@@ -100,10 +100,13 @@ class TrialLog:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         line = log_line(trial)
-        with self.path.open("a") as f:
-            f.write(f"{timestamp()} {line}\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self.path.open("a") as f:
+                f.write(f"{timestamp()} {line}\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a full disk: the trial is in the storage, the line in the daemon's log
+            log.warning("%s not written (%s)", self.path, exc.strerror or exc)
         log.info("%s", line)
 
 

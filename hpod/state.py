@@ -7,6 +7,7 @@ import fcntl
 import os
 import stat
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,10 +188,64 @@ def is_damage(exc: BaseException) -> bool:
     return isinstance(exc, DamagedError) or type(getattr(exc, "orig", exc)) is sqlite3.DatabaseError
 
 
+class StorageUnreachable(HpodError):
+    """A storage that cannot be reached or written for now (see is_unreachable); a job waits it
+    out (supervisor/outage.py), a command that only reads says so and goes on."""
+
+
+TRANSIENT_SQLITE = ("locked", "busy", "disk is full", "readonly", "disk i/o error", "unable to open")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether an error is the storage being away rather than the request being wrong."""
+    return isinstance(exc, StorageUnreachable) or unreachable_cause(exc) is not None
+
+
+def unreachable_cause(exc: BaseException) -> BaseException | None:
+    """The driver's error that makes `exc` an outage: an OperationalError or InterfaceError
+    (PostgreSQL restarting, a closed connection, a refused socket), or SQLite busy past its
+    timeout, out of disk or read-only. Optuna and SQLAlchemy wrap the driver's error, so the
+    chain is searched; None for any other error."""
+    import sqlite3
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chains met here are 2 to 4 deep; a cycle must not hang us
+        if seen is None:
+            return None
+        if isinstance(seen, sqlite3.OperationalError):
+            return seen if any(word in str(seen).lower() for word in TRANSIENT_SQLITE) else None
+        kind = type(seen)
+        if kind.__name__ in ("OperationalError", "InterfaceError") and not kind.__module__.startswith("sqlalchemy"):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def damaged(path: Path, what: str) -> str:
     """The one line for a damaged database: what is wrong with which file, and the way back."""
     fix = "`hpod doctor` checks the state directory, `hpod doctor --restore` puts back a backup"
     return f"{path} {what}: damaged; {fix}"
+
+
+def read_only_uri(path: Path) -> str | None:
+    """An SQLite URI that reads `path` without writing, for a database this process may not
+    write (a read-only mount, a colleague's state directory); None when it may. Reading a WAL
+    database needs its -shm file: with one there (a daemon is running), `mode=ro` shares it;
+    without (the daemon ended), nothing can change the file, so it is read as immutable."""
+    if not path.exists() or writable_problem(path) is None:
+        return None
+    how = "mode=ro" if Path(f"{path}-shm").exists() else "immutable=1"
+    return f"file:{urllib.parse.quote(str(path))}?{how}"
+
+
+def writable_problem(path: Path) -> str | None:
+    """Why this process may not write the database `path` (or its folder, where SQLite keeps
+    its journal), or None."""
+    for candidate in (path, path.parent):
+        if not os.access(candidate, os.W_OK):
+            statvfs = os.statvfs(candidate)
+            return "read-only file system" if statvfs.f_flag & os.ST_RDONLY else f"{candidate} is not writable"
+    return None
 
 
 def match_umask(path: Path) -> None:
@@ -236,14 +291,15 @@ def open_storage(url: str):
 
     if not url.startswith("sqlite:///"):
         try:
-            return optuna.storages.RDBStorage(url)
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})  # after a restart
         except Exception as exc:  # SQLAlchemy's URL, driver and connection errors share no base
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise HpodError(
-                f"storage {shown_url(url)!r} cannot be opened ({type(exc).__name__}: {first[:200]})"
-            ) from None
+            error = StorageUnreachable if is_unreachable(exc) else HpodError
+            raise error(f"storage {shown_url(url)!r} cannot be opened ({type(exc).__name__}: {first[:200]})") from None
     path = Path(url.removeprefix("sqlite:///"))
     check_database(path)
+    if (read_only := read_only_uri(path)) is not None:  # its tables are there: no lock to take
+        return optuna.storages.RDBStorage(f"sqlite:///{read_only}&uri=true", skip_table_creation=True)
     with Path(f"{path}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         created = not path.exists()

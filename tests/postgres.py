@@ -5,6 +5,7 @@ a Unix socket there, a fresh database per test. The real server, never a mock.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -47,14 +48,23 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.serve()
+        return self
+
+    def serve(self) -> None:
+        """Start the server on the cluster's data (again, after `halt`)."""
         options = f"-k {self.socket} -c listen_addresses='' -c fsync=off -c max_connections=200"
         log_file = str(self.root / "log")
         self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-l", log_file, "start")
-        return self
+
+    def halt(self) -> None:
+        """Stop the server as a crash would (`-m immediate`: connections cut, no checkpoint)."""
+        self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
     def stop(self) -> None:
         try:
-            self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+            with contextlib.suppress(subprocess.CalledProcessError):  # a test may have halted it already
+                self.halt()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

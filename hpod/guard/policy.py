@@ -7,10 +7,12 @@ scripted readings and a fake clock through the same interface.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from hpod.guard.sensors import Readings
 from hpod.job import GuardSpec
@@ -18,6 +20,8 @@ from hpod.job import GuardSpec
 log = logging.getLogger(__name__)
 GIB, MIB = 2**30, 2**20
 MEMORY_KINDS = ("memory", "pressure", "swap")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write that waits for space rather than failing the trial
+DISK_WAIT_S = 6 * 3600.0  # as long as a storage outage is waited out (supervisor/outage.py)
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,27 @@ class Guard:
             memory = any(b.kind in MEMORY_KINDS for b in unsettled)
             if memory and can_shrink and now - started >= self.spec.shrink_after_s:
                 return True
+
+    def until_written(self, write: Callable[[], None], path: Path) -> None:
+        """`write()`, waiting out a full disk as a pause, so that a trial keeps its hours of
+        training rather than failing on a checkpoint; past DISK_WAIT_S it fails after all."""
+        started = None
+        while True:
+            try:
+                write()
+                break
+            except OSError as exc:
+                if exc.errno not in DISK_FULL or (started is not None and self.clock() - started > DISK_WAIT_S):
+                    raise
+                if started is None:
+                    started, reason = self.clock(), f"disk full on {path.parent} ({exc.strerror})"
+                    log.warning("pausing: %s", reason)
+                    self.notify(reason)
+                self.sleep(self.spec.poll_s)
+        if started is not None:
+            self.pauses.append(Pause(reason, self.clock() - started, False))
+            self.notify(None)
+            log.warning("resuming after %.0f s: %s written", self.clock() - started, path.name)
 
     def take_pauses(self) -> list[dict]:
         """This trial's pauses so far, as records, forgetting them for the next trial."""

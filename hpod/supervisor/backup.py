@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from hpod.state import StateDir
+from hpod.state import StateDir, read_only_uri
 
 log = logging.getLogger(__name__)
 KEEP = 3  # backups kept per database; each is the size of its database
@@ -55,7 +55,7 @@ def problem(path: Path) -> str | None:
     if path.stat().st_size == 0:
         return "is empty (0 bytes)"
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        with sqlite3.connect(read_only_uri(path) or f"file:{path}?mode=ro", uri=True, timeout=30) as db:
             rows = db.execute("PRAGMA integrity_check").fetchall()
     except sqlite3.Error as exc:
         return f"cannot be read ({exc})"

@@ -6,8 +6,7 @@ It owns the queue, the scheduler, the signals and the machine readings; each hel
 (held_job.py) says which trial a free slot runs next, and a job with no trial to start lets the
 next job's trials use the slot. STOP_HPO, `hpod stop`, SIGTERM and SIGINT all stop it
 gracefully: the workers finish their step, the jobs are marked interrupted (first in line next
-time), the daemon exits 0.
-"""
+time), the daemon exits 0. A storage that is away is waited out (outage.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +34,7 @@ from hpod.supervisor.held_job import DONE, HeldJob, Running, Verdict, failure
 from hpod.supervisor.hosts import DEFAULT_GRACE_S
 from hpod.supervisor.job_row import check_crashes
 from hpod.supervisor.liveness import host_name, is_dead, process_id
+from hpod.supervisor.outage import OUTAGE_LIMIT_S, patient_queue
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.slots import Slot, make_slots
 from hpod.supervisor.status import ENDED, short_duration
@@ -62,12 +62,13 @@ class DaemonOptions:
     devices: Sequence[str] | None = None  # the slots' devices in turn (default: see slots.make_slots)
     host_grace_s: float = DEFAULT_GRACE_S  # another host's trial silent this long is failed
     on_event: str | None = None  # the default event command (a job file's `on_event` comes first)
+    outage_limit_s: float = OUTAGE_LIMIT_S  # a storage away this long fails the job
 
 
 class Daemon:
     def __init__(self, state: StateDir, options: DaemonOptions = DaemonOptions()):
         self.state, self.options = state, options
-        self.queue = Queue(state.queue_db)
+        self.queue = patient_queue(state, options.outage_limit_s)
         self.owner = process_id()
         self.slots = make_slots(options.workers, options.devices)
         self.stop = threading.Event()
@@ -156,7 +157,7 @@ class Daemon:
 
     def start_scheduler(self) -> BackgroundScheduler:
         """Periodic work on its own thread and its own queue connection."""
-        beat_queue = Queue(self.state.queue_db)
+        beat_queue = patient_queue(self.state, self.options.outage_limit_s)
         scheduler = BackgroundScheduler(job_defaults={"misfire_grace_time": 30, "coalesce": True, "max_instances": 1})
         scheduler.add_job(self.check_sentinel, "interval", seconds=1)
         scheduler.add_job(self.sample_readings, "interval", seconds=self.options.readings_s)
@@ -242,16 +243,13 @@ class Daemon:
             log.info("job %d (%s): claimed, attempt %d", row["id"], row["study_name"], row["attempts"])
             try:
                 check_crashes(row)
-                job = HeldJob(row, self.state)
+                job = HeldJob(row, self.state, self.options.outage_limit_s)
             except Exception as exc:
-                if is_damage(exc):  # not the job's fault: it waits, queued, for `hpod doctor --restore`
-                    self.on_damage(exc)
-                    self.end(row, ("interrupted", None))
-                    return None
                 self.end(row, failure(exc))
                 continue
             with self.held_lock:
                 self.held.append(job)
+            self.guarded(job, job.open)  # a storage away is waited out; a damaged one stops the daemon
             return job
         return None
 
@@ -260,11 +258,11 @@ class Daemon:
         try:
             return step()
         except Exception as exc:
-            if is_damage(exc):
+            if is_damage(exc):  # not the job's fault: it waits, queued, for `hpod doctor --restore`
                 self.on_damage(exc)
                 job.ending = ("interrupted", None)
-            else:
-                job.ending = failure(exc)
+            elif job.meet_error(exc):  # an outage began: it waits, and says so
+                self.queue.record_progress(job.id, self.owner, waiting=job.outage.describe())
             return None
 
     def on_damage(self, exc: Exception) -> None:
@@ -276,6 +274,8 @@ class Daemon:
 
     def settle(self, job: HeldJob) -> None:
         """Advance the job's phase, fail the trials of silent hosts, release it once it has ended."""
+        if job.waiting and time.monotonic() >= job.retry_at and self.guarded(job, job.reach):
+            self.queue.record_progress(job.id, self.owner, waiting=None)
         run_s = job.row["run_s"] + time.monotonic() - job.started
         self.guarded(job, lambda: job.check(self.stop.is_set(), self.controls.get(job.id), run_s))
         self.guarded(job, lambda: job.fail_silent_hosts(self.options.host_grace_s))
@@ -311,6 +311,7 @@ class Daemon:
                 "phase": phase,
                 "target": job.target if job.may_race(len(self.slots)) else None,
                 "slot": slot.task(),
+                "outage_limit_s": self.options.outage_limit_s,
             }
         )
         job.running.append(Running(job, job.study, phase, slot, worker, WorkerWatch(resume)))
@@ -344,6 +345,7 @@ class Daemon:
             log.info("trial %s %s", watch.number, f"paused: {self.pause_reason}" if paused else "resumed")
         silent_s = time.monotonic() - worker.last_report
         limit = self.options.hang_s if watch.training else max(self.options.hang_s, STARTUP_LIMIT_S)
+        paused = paused or run.trial_pause is not None  # it waits for its guard or storage, and said so
         if not paused and silent_s > limit and watch.killed is None:
             watch.killed = f"no progress for {silent_s:.0f} s (hang limit {limit:g} s); killed"
             worker.kill()
@@ -394,4 +396,5 @@ class Daemon:
         self.guarded(run.job, lambda: self.queue.record_progress(run.job.id, self.owner, last_failure=text))
 
     def record_progress(self, job: HeldJob) -> None:
-        self.guarded(job, lambda: self.queue.record_progress(job.id, self.owner, **job.progress()))
+        if job.search is not None:  # else never opened: its storage was away from the claim on
+            self.guarded(job, lambda: self.queue.record_progress(job.id, self.owner, **job.progress()))

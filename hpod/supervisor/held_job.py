@@ -13,12 +13,13 @@ from optuna.trial import TrialState
 
 from hpod.errors import HpodError
 from hpod.records import BASELINES
-from hpod.state import StateDir, open_storage
+from hpod.state import StateDir, StorageUnreachable, is_unreachable, open_storage
 from hpod.study.plan import FINISHED, best_trial, finished_count, open_study
 from hpod.study.seeds import open_seed_study
 from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch
 from hpod.supervisor.hosts import fail_silent_trials
 from hpod.supervisor.job_row import plan_from_row
+from hpod.supervisor.outage import OUTAGE_LIMIT_S, Outage
 from hpod.supervisor.slots import Slot
 from hpod.supervisor.trials import check_failures, drop_failed_checkpoints, orphans, wait_for_old_workers
 
@@ -46,6 +47,7 @@ class Running:
 class HeldJob:
     row: dict
     state: StateDir
+    outage_limit_s: float = OUTAGE_LIMIT_S
     phase: str = "search"  # search → seeds → evaluate → ended
     note: str | None = None  # the search's verdict note (a timeout), kept for the job's end
     failures: int = 0
@@ -55,14 +57,50 @@ class HeldJob:
     held_at: float = field(default_factory=time.monotonic)  # since the last lease extension
     started: float = field(default_factory=time.monotonic)
     last_silence_check: float = 0.0
+    retry_at: float = 0.0  # while its storage is away: when the daemon next tries it
+    reachable_since: float = float("-inf")  # when its storage answered again after an outage
 
     def __post_init__(self) -> None:
         self.plan = plan_from_row(self.row)
+        self.outage = Outage.of_storage(self.state.storage_url(self.row["storage"]), self.outage_limit_s)
+        self.storage, self.search, self.study, self.target = None, None, None, self.row["n_trials"]
+
+    def open(self) -> None:
+        """Open its storage and study; the daemon tries again, later, while the storage is away."""
         self.storage = open_storage(self.state.storage_url(self.row["storage"]))
-        self.search = open_study(self.plan, self.storage)
-        self.study, self.target = self.search, self.row["n_trials"]
+        self.search = self.study = open_study(self.plan, self.storage)
         wait_for_old_workers(self.search)
         drop_failed_checkpoints(self.search, self.state.checkpoints)
+
+    def reach(self) -> bool:
+        """Try the storage again after an outage: open the study, or make one cheap query."""
+        if self.search is None:
+            self.open()
+        else:
+            self.storage.get_study_id_from_name(self.name)
+        self.outage.recovered()
+        self.reachable_since = time.monotonic()
+        return True
+
+    def meet_error(self, exc: Exception) -> bool:
+        """A step of it raised. Its storage being away is waited out: tried again after a
+        backoff, failing the job past the outage's limit; anything else fails the job. True when
+        an outage began (the daemon records it)."""
+        if not is_unreachable(exc):
+            self.ending = failure(exc)
+            return False
+        began = self.outage.since is None
+        try:
+            self.retry_at = time.monotonic() + self.outage.failed(exc)
+        except StorageUnreachable as gone:
+            self.ending = "failed", str(gone)
+            return False
+        return began
+
+    @property
+    def waiting(self) -> bool:
+        """Its storage is away: none of its trials starts until the next try answers."""
+        return self.outage.since is not None
 
     @property
     def id(self) -> int:
@@ -86,6 +124,8 @@ class HeldJob:
         halted = self.halted(stopping, control)
         if halted is not None and (self.ending is None or self.ending[0] == "done"):
             self.ending = halted
+        if self.waiting or self.search is None:
+            return
         if self.ending is None and self.phase in ("search", "seeds"):
             self.ending = self.reached(run_s)
         if self.ending is not None and self.ending[0] == "done" and not self.running:
@@ -126,15 +166,21 @@ class HeldJob:
     def fail_silent_hosts(self, grace_s: float) -> None:
         """Every few seconds (at most half the grace period), fail the trials of other hosts
         silent past `grace_s`, so that the study goes on without them."""
-        if self.study is None or time.monotonic() - self.last_silence_check < min(SILENCE_CHECK_S, grace_s / 2):
+        if (
+            self.waiting
+            or self.study is None
+            or time.monotonic() - self.last_silence_check < min(SILENCE_CHECK_S, grace_s / 2)
+        ):
             return
+        if time.monotonic() - self.reachable_since < grace_s:
+            return  # after an outage every host's beats are old: give them the grace to resume
         self.last_silence_check = time.monotonic()
         fail_silent_trials(self.study, grace_s, self.state)
 
     def next_task(self) -> tuple[str, int | None] | None:
         """(phase, trial to resume or None for a new one) for a free slot, or None when this job
         has nothing to start now: its trials to the target are all running, or it is ending."""
-        if self.ending is not None:
+        if self.ending is not None or self.waiting:
             return None
         if self.phase == "evaluate":
             return None if self.running else ("evaluate", None)

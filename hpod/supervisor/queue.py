@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpod.errors import HpodError
-from hpod.state import DamagedError, StateDir, access_problem, check_database, damaged, match_umask
+from hpod.state import (
+    DamagedError,
+    StateDir,
+    access_problem,
+    check_database,
+    damaged,
+    match_umask,
+    read_only_uri,
+    writable_problem,
+)
 from hpod.supervisor.schema import DEATH, DEATH_VALUE, MIGRATIONS
 
 if TYPE_CHECKING:
@@ -35,13 +44,17 @@ class Queue:
     def __init__(self, path: Path):
         self.path = path
         check_database(path)
+        self.read_only = read_only_uri(path)  # a read-only state directory: the reading commands work
         try:
             created = not path.exists()
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            target, uri = (path, False) if self.read_only is None else (self.read_only, True)
+            conn = sqlite3.connect(
+                target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, uri=uri
+            )
             self.conn = conn
             if created:
                 match_umask(path)
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            if self.read_only is None and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
@@ -79,12 +92,17 @@ class Queue:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock first, so read-then-write cannot deadlock."""
+        if self.read_only is not None:
+            raise HpodError(
+                f"{self.path} is read-only here ({writable_problem(self.path)}): this command changes the queue"
+            )
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on a full disk
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
@@ -92,6 +110,10 @@ class Queue:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version >= len(MIGRATIONS):
             return
+        if self.read_only is not None:
+            raise HpodError(
+                f"{self.path} is from an older hpod and read-only here: a daemon or a command that writes updates it"
+            )
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -151,7 +173,7 @@ class Queue:
         finished = time.time() if state in ("done", "failed", "cancelled") else None
         with self.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE jobs SET state = ?, owner = NULL, lease_until = NULL, control = NULL, "
+                "UPDATE jobs SET state = ?, owner = NULL, lease_until = NULL, control = NULL, waiting = NULL, "
                 "finished = ?, last_error = coalesce(?, last_error), current_trial = NULL, current_epoch = NULL "
                 "WHERE id = ? AND owner = ?",
                 (state, finished, error, job_id, owner),

@@ -77,6 +77,10 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN claimed REAL;
     ALTER TABLE jobs ADD COLUMN advanced REAL
     """,
+    # waiting: why a held job starts no trial for now (its storage is away), for `hpod status`
+    """
+    ALTER TABLE jobs ADD COLUMN waiting TEXT
+    """,
 )
 # A holder's death counts toward search.max_crashes only on evidence that the job caused it: a
 # trial of it was running, and no epoch or trial ended during that hold. A death soon after a

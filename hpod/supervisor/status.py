@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from hpod.tables import Column, fitted
 DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as not alive
 ENDED = ("done", "failed", "cancelled")
 SHOWN_PER_GROUP = 20  # queued jobs next in line, and finished jobs latest first, in the table
+DISK_LOW = 32 * 2**20  # free bytes under which status says the state directory's disk is full
 
 
 def job_status(row: dict) -> dict:
@@ -54,6 +56,7 @@ def job_status(row: dict) -> dict:
         "eta_s": eta,
         "last_error": row["last_error"],
         "last_failure": row["last_failure"],
+        "waiting": row["waiting"],
         "storage": row["storage"],
     }
 
@@ -103,9 +106,10 @@ def collect(queue: Queue | None, storage: str | None = None, stop_file: Path | N
     found["stop_armed"] = None
     if stop_file is not None and stop_file.exists() and not live:
         found["stop_armed"] = stop_file.stat().st_mtime
+    found["disk_free"] = None if queue is None else shutil.disk_usage(queue.path.parent).free
     urls = shared_storages(jobs, storage)
     if urls:
-        found["hosts"] = hosts_by_study(urls, None if storage else {j["study"] for j in jobs})
+        found["hosts"], found["unreachable"] = hosts_by_study(urls, None if storage else {j["study"] for j in jobs})
     return found
 
 
@@ -115,21 +119,37 @@ def shared_storages(jobs: list[dict], extra: str | None) -> list[str]:
     return list(dict.fromkeys([*urls, *([] if extra is None else [extra])]))
 
 
-def hosts_by_study(urls: list[str], only: set[str] | None = None) -> dict[str, dict[str, dict[str, int]]]:
-    """Study → host → its running and finished trials, read from each shared storage."""
+def hosts_by_study(urls: list[str], only: set[str] | None = None) -> tuple[dict, list[str]]:
+    """Study → host → its running and finished trials, read from each shared storage; and a
+    line for each storage that cannot be reached now (the local jobs are shown all the same)."""
     import optuna
 
-    from hpod.state import open_storage
+    from hpod.state import is_unreachable, open_storage, shown_url
+    from hpod.supervisor.outage import root_error
+
+    found, unreachable = {}, []
+    for url in urls:
+        try:
+            storage = open_storage(url)
+            summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+            found.update(host_counts(storage, summaries, only))
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            unreachable.append(f"storage {shown_url(url)} unreachable now ({root_error(exc)}): its hosts are not shown")
+    return found, unreachable
+
+
+def host_counts(storage, summaries: list, only: set[str] | None) -> dict[str, dict[str, dict[str, int]]]:
+    import optuna
+
     from hpod.supervisor.hosts import trials_by_host
 
-    found = {}
-    for url in urls:
-        storage = open_storage(url)
-        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-            if only is None or summary.study_name in only:
-                study = optuna.load_study(study_name=summary.study_name, storage=storage)
-                found[summary.study_name] = trials_by_host(study)
-    return found
+    return {
+        summary.study_name: trials_by_host(optuna.load_study(study_name=summary.study_name, storage=storage))
+        for summary in summaries
+        if only is None or summary.study_name in only
+    }
 
 
 HOST_COLUMNS = (Column("study", "left"), Column("host", "left"), Column("running"), Column("finished"))
@@ -244,7 +264,13 @@ def notice_lines(status: dict) -> list[str]:
     notice = status.get("notice")
     if notice is not None and not status["daemon_alive"]:
         lines.append(f"{dt.datetime.fromtimestamp(notice['time']):%Y-%m-%d %H:%M} {notice['text']}")
+    free = status.get("disk_free")
+    if free is not None and free < DISK_LOW:
+        lines.append(f"disk full under the state directory ({free / 2**20:.1f} MiB free): trials wait to write")
+    lines.extend(status.get("unreachable", []))
     for job in status["jobs"]:
+        if job["waiting"] and job["state"] == "running":
+            lines.append(f"job {job['id']}: {job['waiting']}; its trials wait")
         if job["state"] == "failed" and job["last_error"]:
             lines.append(f"job {job['id']} failed: {job['last_error']}")
         elif job["last_failure"] and job["state"] not in ENDED:

@@ -60,10 +60,12 @@ def run_trial(
     try:
         frozen = train_and_tell(study, trial, objective)
     except UpdateFinishedTrialError:
-        log.warning("trial %d was failed by another host while this one was silent; dropped", trial.number)
-        if objective.checkpoints is not None:
-            drop_checkpoints(objective.checkpoints, study.study_name, trial.number)
-        return study.get_trials(deepcopy=False)[trial.number]
+        frozen = study.get_trials(deepcopy=False)[trial.number]  # or a tell stored before the storage went away
+        if frozen.state == TrialState.FAIL:
+            log.warning("trial %d was failed by another host while this one was silent; dropped", trial.number)
+            if objective.checkpoints is not None:
+                drop_checkpoints(objective.checkpoints, study.study_name, trial.number)
+            return frozen
     finally:
         beat.stop()
     objective.after_trial(study, frozen)

@@ -29,12 +29,13 @@ from hpod.job import guard_overrides
 from hpod.logs import plain_handler
 from hpod.records import FAIL_REASON, SURPLUS, TrialLog, failure_reason
 from hpod.results.evaluation import ensure_baselines, evaluate_study
-from hpod.state import StateDir, open_storage
+from hpod.state import StateDir
 from hpod.study.objective import Objective
 from hpod.study.plan import best_trial, open_study
 from hpod.study.seeds import SEED_OFFSET, existing_seed_study, open_seed_study
 from hpod.supervisor.job_row import plan_from_row
 from hpod.supervisor.liveness import host_name
+from hpod.supervisor.outage import OUTAGE_LIMIT_S, Outage, open_patient_storage
 from hpod.supervisor.trials import run_trial, write_traceback
 from hpod.trial.data import load_dataset
 from hpod.trial.probe import ChoiceCache
@@ -73,6 +74,10 @@ class Controls:
         """Block while paused; raise Interrupted when asked to stop."""
         while not self.run.wait(timeout=0.5):
             pass
+        self.unless_stopped()
+
+    def unless_stopped(self) -> None:
+        """Raise Interrupted when asked to stop (also between tries of an unreachable storage)."""
         if self.stop.is_set():
             raise Interrupted("stop requested")
 
@@ -81,9 +86,11 @@ class Reporter:
     def __init__(self, fd: int):
         self.out = os.fdopen(fd, "w", buffering=1)
         self.last_step = 0.0
+        self.lock = threading.Lock()  # the trial's beat thread reports a storage outage too
 
     def send(self, kind: str, **fields) -> None:
-        self.out.write(json.dumps({"kind": kind, **fields}) + "\n")
+        with self.lock:
+            self.out.write(json.dumps({"kind": kind, **fields}) + "\n")
 
     def step(self, trial: int, epoch: int, step: int) -> None:
         now = time.monotonic()
@@ -101,7 +108,8 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
         torch.set_num_threads(slot["threads"])
     plan = plan_from_row(row)
     dataset = load_dataset(plan.job.data, plan.horizon)
-    storage = open_storage(state.storage_url(row["storage"]))
+    url = state.storage_url(row["storage"])
+    storage = open_patient_storage(url, outage(url, task, reporter), controls.unless_stopped)
     study = open_study(plan, storage, salt=f":{host_name()}:{slot.get('index', 0)}")
     ensure_baselines(study, dataset)
     phase = task.get("phase", "search")
@@ -158,6 +166,19 @@ def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
     state_name = "SURPLUS" if frozen.user_attrs.get(SURPLUS) else frozen.state.name
     reporter.send("finished", trial=frozen.number, state=state_name, **reason)
     return 0
+
+
+def outage(url: str, task: dict, reporter: Reporter) -> Outage:
+    """The worker's wait for an unreachable storage, told to the daemon as a pause (which the
+    hang limit does not count) until the storage answers again."""
+
+    def on_change(reason: str | None) -> None:
+        if reason is None:
+            reporter.send("resumed")
+        else:
+            reporter.send("paused", reason=reason, since=time.time())
+
+    return Outage.of_storage(url, task.get("outage_limit_s", OUTAGE_LIMIT_S), on_change)
 
 
 def main(argv: list[str]) -> int:

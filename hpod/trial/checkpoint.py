@@ -3,15 +3,20 @@ whole with `weights_only=True`. A kill during a write leaves the previous checkp
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import torch
 
+from hpod.guard.policy import DISK_FULL
+
 log = logging.getLogger(__name__)
+FULL_BELOW = 1 << 20  # a write that failed with less free space than this ran out of it
 
 
 def save(path: Path, state: dict) -> None:
@@ -23,10 +28,17 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
     path.parent.mkdir(mode=0o770, parents=True, exist_ok=True)  # the group's only where the umask allows (state.py)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with tmp.open("wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as exc:
+        full = shutil.disk_usage(path.parent).free < FULL_BELOW  # before the partial file goes
+        tmp.unlink(missing_ok=True)
+        if full and not (isinstance(exc, OSError) and exc.errno in DISK_FULL):  # torch says "unexpected pos"
+            raise OSError(errno.ENOSPC, f"no space left on device writing {path}") from exc
+        raise
     os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:

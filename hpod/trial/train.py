@@ -261,7 +261,7 @@ class Trainer:
             if self.dataset.task == "binary":
                 result.val_auc = auc(scores, self.dataset.targets[self.dataset.splits["val"]])
             if self.best_weights is not None:
-                checkpoint_io.save(self.best_weights, {"model": self.model.state_dict(), "epoch": epoch})
+                self.write(self.best_weights, {"model": self.model.state_dict(), "epoch": epoch})
         stop = self.stopper.step(val_loss)
         if stop:
             log.info("early stop at epoch %d: best %.4f at epoch %d", epoch, result.best_val_loss, result.best_epoch)
@@ -272,7 +272,7 @@ class Trainer:
         if self.checkpoint is None:
             return
         position, result = self.position, self.result
-        checkpoint_io.save(
+        self.write(
             self.checkpoint,
             {
                 "config": asdict(self.config),
@@ -286,6 +286,13 @@ class Trainer:
                 "stopper": {"reference": self.stopper.reference, "bad_epochs": self.stopper.bad_epochs},
             },
         )
+
+    def write(self, path: Path, state: dict) -> None:
+        """A checkpoint written; on a full disk the guard pauses the trial until it can be."""
+        if self.guard is None:
+            checkpoint_io.save(path, state)
+        else:
+            self.guard.until_written(lambda: checkpoint_io.save(path, state), path)
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

@@ -35,6 +35,7 @@ def host_of(trial) -> str | None:
     return trial.user_attrs[WORKER].rsplit(":", 2)[0] if WORKER in trial.user_attrs else None
 
 
+@pytest.mark.slow  # the outage test of test_outage.py checks the same with the server restarted midway
 def test_two_hosts_reach_the_target_together_without_doubling_a_trial(tmp_path, postgres_url):
     job_file = write_job(tmp_path, epochs=3)
     states = {name: tmp_path / name for name in ("alpha", "beta")}
