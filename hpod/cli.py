@@ -154,6 +154,9 @@ def enqueue(
     queue = Queue(state.create().queue_db)
     ids = queue.enqueue(rows, force=force)
     times.update(known)  # the step times measured for the estimate, kept once the jobs are queued
+    if job.on_event is not None:
+        note = f"{job_file} carries an on_event command ({job.on_event[:80]!r}): a daemon runs it only with "
+        click.echo(f"note: {note}--allow-job-commands", err=True)
     queued = [
         {"id": i, "study": r["study_name"], "estimate": r["estimate"] and json.loads(r["estimate"])}
         for i, r in zip(ids, rows, strict=True)
@@ -201,11 +204,12 @@ def status(as_json, show_all, state_dir, storage, wide) -> None:
 @click.option("--host-grace", type=FiniteRange(min=1, max=7 * 24 * 3600), default=600, show_default=True,
               help="seconds after which another host's silent trial is failed")  # fmt: skip
 @click.option("--on-event", metavar="CMD", help="shell command run when a job ends or the guard pauses it (HPOD_* env)")
+@click.option("--allow-job-commands", is_flag=True, help="also run the `on_event` command a job file carries")
 @click.option("--outage-limit", type=FiniteRange(min=1, max=7 * 24 * 3600), default=OUTAGE_LIMIT_S, show_default=True,
               help="seconds a job waits for an unreachable storage (or a full disk) before it fails")  # fmt: skip
 @state_dir_option
-def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host_grace, on_event, outage_limit,
-           state_dir) -> None:  # fmt: skip
+def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host_grace, on_event,
+           allow_job_commands, outage_limit, state_dir) -> None:  # fmt: skip
     """Work through the queue (what systemd starts)."""
     from hpod.job import GuardSpec, guard_overrides
     from hpod.supervisor.daemon import Daemon, DaemonOptions
@@ -219,7 +223,7 @@ def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host
     if host is not None:
         os.environ[HOST_VAR] = host  # the workers inherit it
     slots = {"workers": workers, "devices": check_devices(parse_devices(devices)), "host_grace_s": host_grace}
-    slots.update(on_event=on_event, outage_limit_s=outage_limit)
+    slots.update(on_event=on_event, allow_job_commands=allow_job_commands, outage_limit_s=outage_limit)
     options = DaemonOptions(until_idle=until_idle, window=run_window, hang_s=hang_timeout, guard=guard, **slots)
     sys.exit(Daemon(StateDir.resolve(state_dir).create(), options).run())
 

@@ -84,7 +84,7 @@ def report(job_name, plot, bootstrap, as_json, state_dir, storage, wide) -> None
         raise HpodError(f"no studies yet in {state.root}")
     if plot is not None and not plot.lower().endswith(".png"):
         raise HpodError(f"plot file {plot!r} must end in .png")
-    found = cells(open_storage(state.storage_url(storage)), state.checkpoints, job_name, bootstrap)
+    found = cells(open_storage(state.storage_url(storage), create=False), state.checkpoints, job_name, bootstrap)
     if not found:
         raise HpodError(f"no hpod studies{f' of job {job_name!r}' if job_name else ''} in the storage")
     fits = laws(found)

@@ -7,8 +7,10 @@ names, and a key it misspells is an error, not silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,9 +41,10 @@ class DataSpec:
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train/val/test, chronological
     min_val_samples: int = 500  # fewer validation samples than this: refuse the job
     bootstrap_block: int = 20  # rows per block of the report's moving-block bootstrap (serial correlation)
+    max_mb: int = 512  # a data file larger than this (or expanding past it, gzipped) is refused
 
     def __post_init__(self) -> None:
-        _check(self.target in TARGETS, f"data.target must be one of {TARGETS} but got {self.target!r}")
+        _check(self.target in TARGETS, f"data.target must be one of {TARGETS} but got {shown(self.target)}")
         _check(self.target != "column" or self.target_column, "data.target: column needs data.target_column")
         _check(self.threshold_pct > 0, f"data.threshold_pct must be positive but got {self.threshold_pct}")
         _check(self.patch_len >= 1 and self.stride >= 1, "data.patch_len and data.stride must be >= 1")
@@ -55,6 +58,10 @@ class DataSpec:
         )
         _check(self.min_val_samples >= 1, f"data.min_val_samples must be >= 1 but got {self.min_val_samples}")
         _check(self.bootstrap_block >= 1, f"data.bootstrap_block must be >= 1 but got {self.bootstrap_block}")
+        _check(self.features is None or len(self.features) >= 1, "data.features must name at least one column")
+        _check(self.max_mb >= 1, f"data.max_mb must be >= 1 but got {self.max_mb}")
+        _check(self.date_format is None or reads_dates(self.date_format), f"data.date_format {shown(self.date_format)} "
+               "cannot read dates (see Python's strptime directives, e.g. %d/%m/%Y)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class GridSpec:
             values = getattr(self, name)
             _check(values and all(v >= 1 for v in values), f"grid.{name} must be positive integers")
         _check(0 < self.tolerance < 1, f"grid.tolerance must lie in (0, 1) but got {self.tolerance}")
+        size = len(self.d_model) * len(self.n_layers) * len(self.n_heads) * len(self.d_ff_mult)
+        _check(size <= MAX_GRID, f"the grid combines {size:,} architectures; at most {MAX_GRID:,}")
 
 
 @dataclass(frozen=True)
@@ -95,10 +104,10 @@ class SearchSpec:
     def __post_init__(self) -> None:
         _check(
             isinstance(self.max_days, int | float) and 0 < self.max_days < math.inf,
-            f"search.max_days must be a positive number of days but got {self.max_days!r}",
+            f"search.max_days must be a positive number of days but got {shown(self.max_days)}",
         )
         _check(self.n_trials >= 1, f"search.n_trials must be >= 1 but got {self.n_trials}")
-        _check(self.pruner in PRUNERS, f"search.pruner must be one of {PRUNERS} but got {self.pruner!r}")
+        _check(self.pruner in PRUNERS, f"search.pruner must be one of {PRUNERS} but got {shown(self.pruner)}")
         for name in ("learning_rate", "weight_decay", "dropout", "variation_dropout"):
             low, high = _pair(self, name)
             _check(0 <= low < high, f"search.{name} must be [low, high] with 0 <= low < high")
@@ -112,7 +121,9 @@ class SearchSpec:
         )
         _check(self.epochs and min(self.epochs) >= 1, "search.epochs must be positive integers")
         _check(self.max_failures >= 1, f"search.max_failures must be >= 1 but got {self.max_failures}")
-        _check(self.final_seeds >= 0, f"search.final_seeds cannot be negative but got {self.final_seeds}")
+        _check(0 <= self.final_seeds <= 100, f"search.final_seeds must lie in [0, 100] but got {self.final_seeds}")
+        _check(0 <= self.seed < 2**32, f"search.seed must lie in [0, 2^32) but got {self.seed}")
+        _check(self.n_startup_trials >= 0, f"search.n_startup_trials must be >= 0 but got {self.n_startup_trials}")
         _check(self.max_crashes >= 1, f"search.max_crashes must be >= 1 but got {self.max_crashes}")
 
 
@@ -131,8 +142,11 @@ class TrainSpec:
     def __post_init__(self) -> None:
         _check(self.effective_batch >= 1, f"train.effective_batch must be >= 1 but got {self.effective_batch}")
         _check(self.patience >= 1, f"train.patience must be >= 1 but got {self.patience}")
+        _check(0 <= self.head_dropout < 1, f"train.head_dropout must lie in [0, 1) but got {self.head_dropout}")
+        _check(self.effective_batch <= 2**20, f"train.effective_batch must be <= 2^20 but got {self.effective_batch}")
         _check(self.min_delta >= 0, f"train.min_delta cannot be negative but got {self.min_delta}")
-        _check(self.device in ("auto", "cpu", "cuda", "mps"), f"train.device {self.device!r} is not auto/cpu/cuda/mps")
+        devices = ("auto", "cpu", "cuda", "mps")
+        _check(self.device in devices, f"train.device {shown(self.device)} is not auto/cpu/cuda/mps")
         _check(self.max_epochs is None or self.max_epochs >= 1, f"max epochs must be >= 1 but got {self.max_epochs}")
 
 
@@ -190,12 +204,12 @@ class JobSpec:
     def __post_init__(self) -> None:
         _check(
             isinstance(self.name, str) and SAFE_NAME.fullmatch(self.name) is not None,
-            f"job name {self.name!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit "
+            f"job name {shown(self.name)} must be letters, digits, '.', '_' or '-', starting with a letter or digit "
             "(it names the study and its files in the state directory)",
         )
         _check(
             self.on_event is None or (isinstance(self.on_event, str) and self.on_event.strip() != ""),
-            f"on_event must be a shell command but got {self.on_event!r}",
+            f"on_event must be a shell command but got {shown(self.on_event)}",
         )
 
     def with_overrides(
@@ -236,17 +250,50 @@ def load_job(path: str | Path | None) -> JobSpec:
     return parse_job(text, source=str(path), default_name=path.stem)
 
 
+def reads_dates(date_format: str) -> bool:
+    """Whether strptime takes the format: a date written by it can be read back by it."""
+    try:
+        dt.datetime.strptime(dt.datetime(2001, 12, 31).strftime(date_format), date_format)
+    except ValueError:
+        return False
+    return True
+
+
+def shown(value: object) -> str:
+    """A value as a message quotes it: its repr, cut short (a job file's value may be megabytes)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 60
+    return short.repr(value)
+
+
+class AliasRefused(yaml.YAMLError):
+    pass
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """safe_load without aliases: `*name` expands an anchored value wherever it is used, so a
+    few lines of YAML can grow into billions of values (a "billion laughs"); job files need none."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasRefused(f"a YAML alias (*{event.anchor[:40]}) at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
 def parse_job(text: str, *, source: str = "<job>", default_name: str = "job") -> JobSpec:
     """Build a JobSpec from YAML text."""
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=NoAliasLoader) or {}  # a SafeLoader: no object construction
+    except AliasRefused as exc:
+        raise HpodError(f"job file {source}: {exc}; aliases are not allowed in job files") from None
     except yaml.YAMLError as exc:
         raise HpodError(f"job file {source}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise HpodError(f"job file {source}: expected a mapping of sections at the top level")
     unknown = set(raw) - set(_SECTIONS) - {"name", "on_event"}
     if unknown:
-        raise HpodError(f"job file {source}: unknown section {sorted(map(str, unknown))[0]!r}")
+        raise HpodError(f"job file {source}: unknown section {shown(sorted(map(str, unknown))[0])}")
     try:
         sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()}
     except HpodError as exc:
@@ -263,18 +310,24 @@ def guard_overrides(spec: GuardSpec, pairs: tuple[str, ...]) -> GuardSpec:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise HpodError(f"--guard {pair!r} is not KEY=VALUE (e.g. cpu_temp_c=80)")
+            raise HpodError(f"--guard {shown(pair)} is not KEY=VALUE (e.g. cpu_temp_c=80)")
         try:
-            values[key.strip()] = yaml.safe_load(value)
+            values[key.strip()] = yaml.load(value, Loader=NoAliasLoader)
         except yaml.YAMLError:
-            raise HpodError(f"--guard {pair!r}: {value!r} is not a value") from None
+            raise HpodError(f"--guard {shown(pair)}: {shown(value)} is not a value") from None
     checked = _build(GuardSpec, values, "guard")  # names and types, with one clear error
     return dataclasses.replace(spec, **{key: getattr(checked, key) for key in values})
 
 
+MAX_LIST = 64  # entries of any list in a job file (a grid axis, features, epochs)
+MAX_INT = 10**9  # any integer or number in a job file
+MAX_TEXT = 4096  # characters of any string
+MAX_GRID = 100_000  # architectures a grid's axes may combine to (each is sized at enqueue)
+
+
 def _build(cls: type, values: dict, section: str):
     if not isinstance(values, dict):
-        raise HpodError(f"section {section!r} must be a mapping")
+        raise HpodError(f"section {shown(section)} must be a mapping")
     hints = typing.get_type_hints(cls)
     unknown = set(values) - set(hints)
     if unknown:
@@ -292,26 +345,32 @@ def _coerce(value, hint, where: str):
         hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, list | tuple):
-            raise HpodError(f"{where} must be a list but got {value!r}")
+            raise HpodError(f"{where} must be a list but got {shown(value)}")
+        if len(value) > MAX_LIST:
+            raise HpodError(f"{where} has {len(value)} entries; at most {MAX_LIST}")
         return tuple(_coerce(item, typing.get_args(hint)[0], where) for item in value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise HpodError(f"{where} must be true or false but got {value!r}")
+            raise HpodError(f"{where} must be true or false but got {shown(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise HpodError(f"{where} must be an integer but got {value!r}")
+            raise HpodError(f"{where} must be an integer but got {shown(value)}")
+        if abs(value) > MAX_INT:  # the command line's limit too (cli.COUNT), and within SQLite's integers
+            raise HpodError(f"{where} must lie within ±{MAX_INT:,} but got {shown(value)}")
         return value
     if hint is float:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise HpodError(f"{where} must be a number but got {value!r}") from None
-        if not math.isfinite(number):
-            raise HpodError(f"{where} must be a finite number but got {value!r}")
+            raise HpodError(f"{where} must be a number but got {shown(value)}") from None
+        if not math.isfinite(number) or abs(number) > MAX_INT:
+            raise HpodError(f"{where} must be a finite number within ±{MAX_INT:,} but got {shown(value)}")
         return number
     if not isinstance(value, str):
-        raise HpodError(f"{where} must be a string but got {value!r}")
+        raise HpodError(f"{where} must be a string but got {shown(value)}")
+    if len(value) > MAX_TEXT:
+        raise HpodError(f"{where} is {len(value):,} characters long; at most {MAX_TEXT:,}")
     return value
 
 

@@ -14,9 +14,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpod.errors import HpodError
 from hpod.logs import DATE_FORMAT
+from hpod.state import open_no_follow, refuse_link
 
 log = logging.getLogger(__name__)
+APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 # Study user attrs
 MEMORY_FAILED = "memory_failed_archs"  # architecture keys that failed at micro-batch 1
 WIDENED = "widened"  # param -> distribution fields an import widened, which later trials sample from
@@ -101,11 +104,11 @@ class TrialLog:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         line = log_line(trial)
         try:
-            with self.path.open("a") as f:
+            with os.fdopen(open_no_follow(refuse_link(self.path.parent) / self.path.name, APPEND), "a") as f:
                 f.write(f"{timestamp()} {line}\n")
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as exc:  # a full disk: the trial is in the storage, the line in the daemon's log
+        except (OSError, HpodError) as exc:  # a full disk, a planted link: the line is in the daemon's log
             log.warning("%s not written (%s)", self.path, exc.strerror or exc)
         log.info("%s", line)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 import time
 import urllib.parse
@@ -127,6 +128,13 @@ class StateDir:
         """The full traceback of each trial or worker that raised (`hpod show` names the file)."""
         return self.logs / "tracebacks"
 
+    def refuse_links(self, study: str) -> None:
+        """Before a study's first write: none of the paths it writes or deletes is a planted link."""
+        for folder, name in ((self.logs, f"{study}.log"), (self.checkpoints, study), (self.tracebacks, None)):
+            refuse_link(folder)
+            if name is not None:
+                refuse_link(folder / name)
+
     def create(self) -> StateDir:
         """Make the directory tree; what hpod creates is private to its owner (0700), or its group's
         too (0770) in a group-shared directory; a directory that was there
@@ -248,6 +256,39 @@ def writable_problem(path: Path) -> str | None:
     return None
 
 
+def regular_file(path: Path, what: str, max_bytes: int, raise_it: str = "") -> int:
+    """The size of `path`, which must be a regular file of at most `max_bytes`; else one line
+    naming what is wrong (a FIFO would block the reader, /dev/zero never end)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise HpodError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise HpodError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise HpodError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise HpodError(f"{what} {path} is not a regular file (a FIFO, a device or a socket)")
+    if info.st_size > max_bytes:
+        limit = f"{max_bytes / 2**20:,.0f} MiB"
+        raise HpodError(f"{what} {path} is {info.st_size / 2**20:,.0f} MiB, over the limit of {limit}{raise_it}")
+    return info.st_size
+
+
+def refuse_link(path: Path) -> Path:
+    """`path`, unless it is a symbolic link: hpod writes and deletes only what it made, and a link
+    planted in the state directory would send a trial's files, or their deletion, elsewhere."""
+    if path.is_symlink():
+        raise HpodError(f"{path} is a symbolic link (to {os.readlink(path)}); hpod writes only what it made: remove it")
+    return path
+
+
+def open_no_follow(path: Path, flags: int) -> int:
+    """os.open that refuses a symbolic link in the last component (ELOOP) and creates files with
+    the mode the umask allows."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+
+
 def match_umask(path: Path) -> None:
     """SQLite creates its files 0644 whatever the umask allows; give a file hpod just created the
     mode the umask does allow (0660 in a group-shared state directory, 0600 otherwise)."""
@@ -282,11 +323,12 @@ def access_problem(path: Path, exc: BaseException) -> str:
     return f"{path}: {reason}"
 
 
-def open_storage(url: str):
+def open_storage(url: str, create: bool = True):
     """An Optuna storage for a URL; SQLite gets a busy timeout so concurrent readers wait.
 
     Opening creates Optuna's tables on first use, and two processes doing that at once make
-    one fail ("table studies already exists"), so SQLite opens are serialised by a file lock."""
+    one fail ("table studies already exists"), so SQLite creations are serialised by a file lock.
+    A command that only reads passes create=False: it creates no file, lock file or table."""
     import optuna  # here, so that commands that never open a study start fast
 
     if not url.startswith("sqlite:///"):
@@ -297,29 +339,55 @@ def open_storage(url: str):
             error = StorageUnreachable if is_unreachable(exc) else HpodError
             raise error(f"storage {shown_url(url)!r} cannot be opened ({type(exc).__name__}: {first[:200]})") from None
     path = Path(url.removeprefix("sqlite:///"))
+    if not create and not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise HpodError(f"storage {shown_url(url)}: {path} {what}")
     check_database(path)
     if (read_only := read_only_uri(path)) is not None:  # its tables are there: no lock to take
-        return optuna.storages.RDBStorage(f"sqlite:///{read_only}&uri=true", skip_table_creation=True)
+        return sqlite_storage(f"sqlite:///{read_only}&uri=true", path, create=False)
+    if not create:
+        return sqlite_storage(url, path, create=False)
     with Path(f"{path}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         created = not path.exists()
-        try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
-        except Exception as exc:  # SQLAlchemy's DatabaseError over sqlite3's: a damaged page, a bad schema
-            if "malformed" in str(exc) or "not a database" in str(exc):
-                raise DamagedError(damaged(path, "cannot be read")) from None
-            raise
+        storage = sqlite_storage(url, path, create=True)
         if created:
             match_umask(path)
         return storage
 
 
+def sqlite_storage(url: str, path: Path, create: bool):
+    import optuna
+
+    try:
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}, skip_table_creation=not create
+        )
+        if not create:
+            storage.get_all_studies()  # a database without Optuna's tables fails here, in one line
+        return storage
+    except Exception as exc:  # SQLAlchemy's DatabaseError over sqlite3's: a damaged page, a bad schema
+        said = f"{exc} {exc.__cause__} {exc.__context__}"
+        if "malformed" in said or "not a database" in said:
+            raise DamagedError(damaged(path, "cannot be read")) from None
+        if "no such table" in said:
+            raise HpodError(f"{path} holds no Optuna studies") from None
+        raise
+
+
+SECRET_WORDS = ("pass", "pwd", "secret", "token", "key")  # query parameters whose value is masked
+
+
 def shown_url(url: str) -> str:
-    """The URL as messages may show it: a password in it is masked."""
+    """The URL as output may show it: a password in its user-info, and the value of any query
+    parameter that names a secret (`?password=…`, `sslpassword`, `token`), masked."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:  # not a URL SQLAlchemy can parse: nothing in it to hide
-        return url
+        parsed = make_url(url)
+    except ArgumentError:  # not a URL SQLAlchemy can parse: mask what looks like user-info all the same
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+    secret = [key for key in parsed.query if any(word in key.lower() for word in SECRET_WORDS)]
+    query = {**parsed.query, **dict.fromkeys(secret, "***")}
+    return parsed.set(query=query).render_as_string(hide_password=True)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpod.errors import HpodError
-from hpod.job import JobSpec, load_job, parse_job
+from hpod.job import MAX_INT, DataSpec, GridSpec, GuardSpec, JobSpec, SearchSpec, TrainSpec, load_job, parse_job
 
 from .conftest import ROOT
 
@@ -86,15 +86,17 @@ def test_a_job_file_that_is_not_utf8_is_one_line(tmp_path):
         load_job(path)
 
 
-SECTION_KEYS = {
-    "data": ("target", "context", "patch_len", "split", "date_format", "features", "min_val_samples"),
-    "grid": ("d_model", "n_layers", "n_heads", "tolerance"),
-    "search": ("n_trials", "learning_rate", "warmup_steps", "epochs", "pruner", "final_seeds", "max_crashes"),
-    "train": ("patience", "min_delta", "device", "max_epochs", "revin"),
-    "guard": ("cpu_temp_c", "hold_s", "memory_margin"),
-}
+SPECS = {"data": DataSpec, "grid": GridSpec, "search": SearchSpec, "train": TrainSpec, "guard": GuardSpec}
+SECTION_KEYS = {name: tuple(f.name for f in dataclasses.fields(spec)) for name, spec in SPECS.items()}  # every key
+EXTREMES = (
+    st.integers(-(10**20), 10**20)
+    | st.sampled_from([0, -1, 2**31, 2**63, 10**9 + 1, float("inf"), float("nan"), 1e308, -0.0])
+    | st.lists(st.integers(1, 4096), min_size=60, max_size=120)  # grid axes and lists past their limit
+    | st.just("x" * 10_000)
+    | st.just([])
+)
 YAML_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=6),
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=6) | EXTREMES,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
     max_leaves=6,
 )
@@ -121,5 +123,24 @@ def test_any_job_file_is_read_or_refused_in_one_line_naming_the_file(document):
     except HpodError as exc:
         message = str(exc)
         assert message.startswith("job file gen.yaml: ") and "\n" not in message, message
+        assert len(message) < 400, message  # a huge value is never quoted whole
         return
     assert job.text == text and job.search.n_trials >= 1
+    assert all(abs(v) <= MAX_INT for v in numbers(dataclasses.asdict(job)))  # as the command line's limits
+
+
+def numbers(value) -> list[float]:
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in numbers(v)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in numbers(v)]
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else []
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_without_expanding_it():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+    )
+    with pytest.raises(HpodError, match="YAML alias") as refused:
+        parse_job(f"search:\n  n_trials: 3\n{bomb}", source="bomb.yaml")
+    assert len(str(refused.value)) < 200

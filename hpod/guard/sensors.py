@@ -149,3 +149,13 @@ def read_all(readers: tuple[Reader, ...]) -> Readings:
     for reader in readers:
         readings |= reader.read()
     return readings
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has ended since boot (`oom_kill` in
+    /proc/vmstat, Linux 4.13 on); None where that is not known."""
+    try:
+        lines = Path("/proc/vmstat").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in lines if line.startswith("oom_kill ")), None)

@@ -23,10 +23,12 @@ from optuna.trial import TrialState
 
 from hpod.errors import HpodError
 from hpod.records import ARCH_FIELDS, COLUMNS, MEMORY_FAILED, PARAMS, WIDENED
+from hpod.state import regular_file
 from hpod.study.plan import StudyPlan, distributions
 from hpod.trial.grid import Arch
 
 SEARCH_PARAMS = ("arch", *PARAMS)
+MAX_IMPORT_BYTES = 64 * 2**20  # trial records: a million trials fit; /dev/zero does not
 # Export columns kept as user attrs; pauses, paused_s and duration_s describe another run's machine.
 EXPORT_ATTRS = (*ARCH_FIELDS, "micro_batch", "accumulation_steps", "epochs_run", "best_epoch", "val_auc", "fail_reason")
 LEGACY_USER_PARAMS = ("batch_size",)  # sampled by the replaced system, not searched by hpod
@@ -60,10 +62,13 @@ class Outcome:
 
 def read_candidates(path: Path) -> list[Candidate]:
     """Every trial in a file, in any of the three formats; errors name the file and the trial."""
+    regular_file(path, "import file", MAX_IMPORT_BYTES)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise HpodError(f"import file {path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise HpodError(f"import file {path}: not UTF-8 text (byte {exc.start:,})") from None
     if text.lstrip().startswith(("[", "{")):
         try:
             records = json.loads(text)

@@ -138,7 +138,7 @@ def load_named_study(name: str, state: StateDir, storage: str | None) -> optuna.
     """An existing study by name (for show and export); an error names the studies there are."""
     if storage is None and not state.optuna_db.exists():
         raise HpodError(f"no studies yet in {state.root}")
-    store = open_storage(state.storage_url(storage))
+    store = open_storage(state.storage_url(storage), create=False)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage=store, include_best_trial=False)]
     if name not in names:
         raise HpodError(f"no study named {name!r} (studies: {', '.join(names) or 'none'})")

@@ -28,7 +28,7 @@ from hpod.errors import HpodError
 from hpod.guard.sensors import Readings, default_readers, read_all
 from hpod.state import StateDir, is_damage
 from hpod.supervisor.backup import BACKUP_EVERY_S, back_up
-from hpod.supervisor.events import announce, job_command
+from hpod.supervisor.events import announce, job_commands
 from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch, judge
 from hpod.supervisor.held_job import DONE, HeldJob, Running, Verdict, failure
 from hpod.supervisor.hosts import DEFAULT_GRACE_S
@@ -61,7 +61,8 @@ class DaemonOptions:
     workers: int = 1  # trials run at once
     devices: Sequence[str] | None = None  # the slots' devices in turn (default: see slots.make_slots)
     host_grace_s: float = DEFAULT_GRACE_S  # another host's trial silent this long is failed
-    on_event: str | None = None  # the default event command (a job file's `on_event` comes first)
+    on_event: str | None = None  # the operator's event command; job files' `on_event` too when allowed:
+    allow_job_commands: bool = False
     outage_limit_s: float = OUTAGE_LIMIT_S  # a storage away this long fails the job
 
 
@@ -86,17 +87,13 @@ class Daemon:
         self.window_opens: float | None = None  # when the run window opens, while the daemon waits for it
 
     @property
-    def pause_reason(self) -> str | None:
-        return self.pauses.reason
-
-    @property
     def running(self) -> list[Running]:
         return [r for job in self.held for r in job.running]
 
     def shown_pause(self) -> tuple[str | None, float | None]:
         """What `hpod status` shows: the daemon's own pause, else a running trial's."""
-        if self.pause_reason is not None:
-            return self.pause_reason, self.pauses.since
+        if self.pauses.reason is not None:
+            return self.pauses.reason, self.pauses.since
         return next((r.trial_pause for r in self.running if r.trial_pause is not None), (None, None))
 
     def run(self) -> int:
@@ -226,7 +223,7 @@ class Daemon:
         claimed job's. Returns how many started; notes whether the queue had nothing to claim."""
         free = [s for s in self.slots if s not in {r.slot for r in self.running}]
         started, self.queue_empty = 0, False
-        while free and not self.stop.is_set() and self.pause_reason is None:
+        while free and not self.stop.is_set() and self.pauses.reason is None:
             picked = next(((job, t) for job in self.held if (t := self.guarded(job, job.next_task)) is not None), None)
             if picked is None:
                 self.queue_empty = self.claim() is None
@@ -298,7 +295,7 @@ class Daemon:
     def announce(self, job_id: int, state: str, reason: str | None) -> None:
         """The event command, with the job as its row stands now (its best loss included)."""
         row = self.queue.job(job_id)
-        announce(job_command(row, self.options.on_event), row, state, reason)
+        announce(job_commands(row, self.options.on_event, self.options.allow_job_commands), row, state, reason)
 
     def start_worker(self, job: HeldJob, task: tuple[str, int | None], slot: Slot) -> None:
         phase, resume = task
@@ -338,11 +335,11 @@ class Daemon:
             worker.send("stop")
             watch.stop_sent = True
             notify(f"EXTEND_TIMEOUT_USEC={STOP_EXTEND_USEC}")
-        paused = self.pause_reason is not None
+        paused = self.pauses.reason is not None
         if paused != watch.paused:
             worker.send("pause" if paused else "resume")
             watch.paused = paused
-            log.info("trial %s %s", watch.number, f"paused: {self.pause_reason}" if paused else "resumed")
+            log.info("trial %s %s", watch.number, f"paused: {self.pauses.reason}" if paused else "resumed")
         silent_s = time.monotonic() - worker.last_report
         limit = self.options.hang_s if watch.training else max(self.options.hang_s, STARTUP_LIMIT_S)
         paused = paused or run.trial_pause is not None  # it waits for its guard or storage, and said so
@@ -379,7 +376,7 @@ class Daemon:
         self.changed = True
         if run.trial_pause is not None:  # a worker killed while paused never said it resumed
             self.publish(self.queue)
-        outcome = judge(run.watch, code, run.worker.peak_rss, self.abort.is_set())
+        outcome = judge(run.watch, code, run.worker.peak_rss, self.abort.is_set(), run.worker.oom_kills())
         if outcome.state == "INTERRUPTED" and self.controls.get(run.job.id) == "cancel" and not self.stop.is_set():
             outcome = TrialOutcome(outcome.number, "FAIL", "cancelled (hpod cancel)")  # it will never resume
         if outcome.state == "FAIL" and outcome.number is not None and run.study is not None:

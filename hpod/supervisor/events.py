@@ -1,12 +1,14 @@
-"""The user's event command (`hpod daemon --on-event CMD`, or a job file's `on_event`): run when a
-job ends (done, failed, cancelled) or the guard pauses its trial, with the job's id, study,
-state and best loss in its environment, as pueue's callbacks are. It runs in a thread of its
-own, so a slow command never holds up the trials; its failure is logged, never fatal."""
+"""The user's event command (`hpod daemon --on-event CMD`, and a job file's `on_event` where the
+daemon allows it): run when a job ends (done, failed, cancelled) or the guard pauses its trial,
+with the job's id, study, state and best loss in its environment, as pueue's callbacks are. It
+runs in a thread of its own, so a slow command never holds up the trials; its failure is logged,
+never fatal."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import threading
 
@@ -17,12 +19,17 @@ log = logging.getLogger(__name__)
 EVENT_TIMEOUT_S = 120
 
 
-def job_command(row: dict, default: str | None) -> str | None:
-    """The job file's `on_event`, else the daemon's."""
+def job_commands(row: dict, default: str | None, allow_job: bool) -> list[str]:
+    """The daemon's command, and the job file's `on_event` only where the daemon's operator allows
+    job files to run commands (`hpod daemon --allow-job-commands`): a job file is data, and one
+    from a colleague must not run a shell command on this machine unasked."""
     try:
-        return parse_job(row["job_text"], source=row["study_name"]).on_event or default
+        own = parse_job(row["job_text"], source=row["study_name"]).on_event
     except HpodError:  # a job whose file no longer parses still gets the daemon's command
-        return default
+        own = None
+    if own is not None and not allow_job:
+        log.warning("job %s: its job file's on_event is not run (the daemon lacks --allow-job-commands)", row["id"])
+    return [c for c in (default, own if allow_job else None) if c]
 
 
 def event_env(row: dict, state: str, reason: str | None) -> dict[str, str]:
@@ -36,26 +43,35 @@ def event_env(row: dict, state: str, reason: str | None) -> dict[str, str]:
     }
 
 
-def run_command(command: str, env: dict[str, str]) -> int | None:
-    """The command's exit status (None when it could not run or timed out), each failure logged."""
+def run_command(command: str, env: dict[str, str], timeout_s: float = EVENT_TIMEOUT_S) -> int | None:
+    """The command's exit status (None when it could not run or timed out), each failure logged.
+    It runs in a session of its own, so that at its timeout all it started ends with it."""
     try:
-        result = subprocess.run(
-            command, shell=True, env=os.environ | env, capture_output=True, text=True, timeout=EVENT_TIMEOUT_S
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        process = subprocess.Popen(
+            command, shell=True, env=os.environ | env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+    except OSError as exc:
         log.warning("event command for job %s (%s) did not run: %s", env["HPOD_JOB_ID"], env["HPOD_STATE"], exc)
         return None
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+    try:
+        out, err = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        log.warning("event command for job %s (%s) killed after %g s", env["HPOD_JOB_ID"], env["HPOD_STATE"], timeout_s)
+        return None
+    if process.returncode != 0:
+        detail = (err or out).strip().splitlines()[-1:] or [""]
         log.warning(
             "event command for job %s (%s) exited %d: %s",
-            env["HPOD_JOB_ID"], env["HPOD_STATE"], result.returncode, detail[0][:200],
+            env["HPOD_JOB_ID"], env["HPOD_STATE"], process.returncode, detail[0][:200],
         )  # fmt: skip
-    return result.returncode
+    return process.returncode
 
 
-def announce(command: str | None, row: dict, state: str, reason: str | None = None) -> None:
-    """Run the event command, if there is one, for this job and state in the background."""
-    if command:
+def announce(commands: list[str], row: dict, state: str, reason: str | None = None) -> None:
+    """Run the event commands for this job and state in the background."""
+    for command in commands:
         thread = threading.Thread(target=run_command, args=(command, event_env(row, state, reason)), name="event")
         thread.start()  # not a daemon thread: a daemon exiting waits for its last event to be told

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from hpod.guard.sensors import oom_kills
+
 log = logging.getLogger(__name__)
 STEP_RECORD_S = 5.0  # how often a running trial's step progress goes to the queue
 
@@ -99,7 +101,13 @@ class TrialProcess:
         self.process = psutil.Process(self.proc.pid)
         self.peak_rss = 0
         self.last_report = time.monotonic()
+        self.oom_kills_before = oom_kills()
         self.send(json.dumps(task))
+
+    def oom_kills(self) -> int | None:
+        """OOM kills the kernel counted since this worker started (any process's: a hint)."""
+        now = oom_kills()
+        return None if now is None or self.oom_kills_before is None else now - self.oom_kills_before
 
     def send(self, line: str) -> None:
         try:
@@ -143,16 +151,19 @@ class TrialProcess:
         return code, reports
 
 
-def describe_exit(code: int, peak_rss: int) -> str:
+def describe_exit(code: int, peak_rss: int, oom_kills: int | None = None) -> str:
+    """Why a worker died, in the kernel's words: a SIGKILL is called the OOM killer's only when
+    the kernel counted an OOM kill while the worker ran (a kill by hand is not)."""
     rss = f"peak RSS {peak_rss / 2**30:.2f} GiB"
     if code < 0:
         name = signal.Signals(-code).name
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return f"worker killed by {name}{hint}, {rss}"
+        oom = name == "SIGKILL" and oom_kills is not None and oom_kills > 0
+        why = f": the kernel's OOM killer ended {oom_kills} process(es) meanwhile (/proc/vmstat)" if oom else ""
+        return f"worker killed by signal {-code} ({name}){why}, {rss}"
     return f"worker exited with code {code}, {rss}"
 
 
-def judge(watch: WorkerWatch, code: int, peak_rss: int, aborted: bool) -> TrialOutcome:
+def judge(watch: WorkerWatch, code: int, peak_rss: int, aborted: bool, oom_kills: int | None = None) -> TrialOutcome:
     """What a worker's end means for its trial: what it reported last, else why it died."""
     final = watch.final or {}
     if final.get("kind") == "finished":
@@ -164,7 +175,7 @@ def judge(watch: WorkerWatch, code: int, peak_rss: int, aborted: bool) -> TrialO
     if final.get("kind") == "crashed":  # an exception outside a trial; the worker wrote its traceback
         log.warning("trial %s: %s", watch.number, final["reason"])
         return TrialOutcome(watch.number, "FAIL", final["reason"])
-    reason = watch.killed or describe_exit(code, peak_rss)
+    reason = watch.killed or describe_exit(code, peak_rss, oom_kills)
     log.warning("trial %s: %s", watch.number, reason)
     if watch.number is None:  # it died before its trial began: no trial failed, the slot starts another
         return TrialOutcome(None, "LOST", reason)

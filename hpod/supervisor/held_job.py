@@ -67,6 +67,7 @@ class HeldJob:
 
     def open(self) -> None:
         """Open its storage and study; the daemon tries again, later, while the storage is away."""
+        self.state.refuse_links(self.name)
         self.storage = open_storage(self.state.storage_url(self.row["storage"]))
         self.search = self.study = open_study(self.plan, self.storage)
         wait_for_old_workers(self.search)

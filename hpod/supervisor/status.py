@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.table import Table
 
 from hpod.guard.sensors import default_readers, read_all
+from hpod.state import shown_url
 from hpod.study.budget import format_budget
 from hpod.supervisor.liveness import is_dead
 from hpod.supervisor.queue import Queue
@@ -57,7 +58,7 @@ def job_status(row: dict) -> dict:
         "last_error": row["last_error"],
         "last_failure": row["last_failure"],
         "waiting": row["waiting"],
-        "storage": row["storage"],
+        "storage": None if row["storage"] is None else shown_url(row["storage"]),  # no password in output
     }
 
 
@@ -97,7 +98,8 @@ def collect(queue: Queue | None, storage: str | None = None, stop_file: Path | N
     """Everything status shows; the machine's readings come from a live daemon, else are read now;
     each host's trials of the studies on shared storages (every study of `storage`)."""
     now = time.time()
-    jobs = [] if queue is None else [job_status(r) for r in queue.jobs()]
+    rows = [] if queue is None else queue.jobs()
+    jobs = [job_status(r) for r in rows]
     daemons = [] if queue is None else [daemon_status(r, now) for r in queue.daemons()]
     live = [d for d in daemons if d["alive"]]
     machine = next((d["readings"] for d in live if d["readings"]), None) or read_all(default_readers())
@@ -107,15 +109,15 @@ def collect(queue: Queue | None, storage: str | None = None, stop_file: Path | N
     if stop_file is not None and stop_file.exists() and not live:
         found["stop_armed"] = stop_file.stat().st_mtime
     found["disk_free"] = None if queue is None else shutil.disk_usage(queue.path.parent).free
-    urls = shared_storages(jobs, storage)
+    urls = shared_storages(rows, storage)
     if urls:
         found["hosts"], found["unreachable"] = hosts_by_study(urls, None if storage else {j["study"] for j in jobs})
     return found
 
 
-def shared_storages(jobs: list[dict], extra: str | None) -> list[str]:
+def shared_storages(rows: list[dict], extra: str | None) -> list[str]:
     """The shared storages of jobs not yet ended, and the one asked for with --storage."""
-    urls = [j["storage"] for j in jobs if j["storage"] is not None and j["state"] not in ENDED]
+    urls = [r["storage"] for r in rows if r["storage"] is not None and r["state"] not in ENDED]
     return list(dict.fromkeys([*urls, *([] if extra is None else [extra])]))
 
 
@@ -124,13 +126,13 @@ def hosts_by_study(urls: list[str], only: set[str] | None = None) -> tuple[dict,
     line for each storage that cannot be reached now (the local jobs are shown all the same)."""
     import optuna
 
-    from hpod.state import is_unreachable, open_storage, shown_url
+    from hpod.state import is_unreachable, open_storage
     from hpod.supervisor.outage import root_error
 
     found, unreachable = {}, []
     for url in urls:
         try:
-            storage = open_storage(url)
+            storage = open_storage(url, create=False)
             summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
             found.update(host_counts(storage, summaries, only))
         except Exception as exc:

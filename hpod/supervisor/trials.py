@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import threading
 import time
 import traceback
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpod.errors import HpodError
 from hpod.records import BEAT, FAIL_REASON, SURPLUS, TRACEBACK, WORKER, TrialLog, failure_reason
-from hpod.state import StateDir
+from hpod.state import StateDir, open_no_follow, refuse_link
 from hpod.study.objective import Objective
 from hpod.study.plan import FINISHED, finished_count
 from hpod.supervisor.liveness import is_dead, is_remote, process_id
@@ -103,8 +104,9 @@ def record_exception(trial: Trial, exc: Exception, tracebacks: Path | None) -> N
 def write_traceback(folder: Path, name: str, exc: BaseException) -> Path:
     """The exception's full traceback in `folder/name.txt`, for the morning after."""
     folder.mkdir(mode=0o770, parents=True, exist_ok=True)  # the group's only where the umask allows (state.py)
-    path = folder / f"{name}.txt"
-    path.write_text("".join(traceback.format_exception(exc)))
+    path = refuse_link(folder) / f"{name}.txt"
+    with os.fdopen(open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
+        f.write("".join(traceback.format_exception(exc)))
     return path
 
 

@@ -14,6 +14,7 @@ from typing import BinaryIO
 import torch
 
 from hpod.guard.policy import DISK_FULL
+from hpod.state import open_no_follow, refuse_link
 
 log = logging.getLogger(__name__)
 FULL_BELOW = 1 << 20  # a write that failed with less free space than this ran out of it
@@ -27,9 +28,10 @@ def save(path: Path, state: dict) -> None:
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
     path.parent.mkdir(mode=0o770, parents=True, exist_ok=True)  # the group's only where the umask allows (state.py)
+    refuse_link(path.parent)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("wb") as f:
+        with os.fdopen(open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -59,7 +61,8 @@ def load(path: Path) -> dict | None:
 
 
 def trial_dir(root: Path, study_name: str) -> Path:
-    return root / study_name
+    """The study's checkpoint folder; a symbolic link planted there is refused, not followed."""
+    return refuse_link(refuse_link(root) / study_name)
 
 
 def resume_path(root: Path, study_name: str, number: int) -> Path:

@@ -8,6 +8,7 @@ or label of one split touches the rows of the next.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,7 @@ from hpod.trial.frames import column_key, in_time_order, read_table
 from hpod.trial.model import DataShape
 
 OHLCV = ("open", "high", "low", "close", "volume")
+COLUMN_NAME = re.compile(r"[\w .%()/-]{1,40}")
 DERIVED_FEATURES = (
     "ret_1",  # log return over 1 row
     "ret_5",
@@ -87,15 +89,24 @@ def bundled_path() -> Path:
 def read_frame(spec: DataSpec) -> pd.DataFrame:
     """Read the bundled series or the user's CSV/Parquet file, oldest row first."""
     path = bundled_path() if spec.path is None else Path(spec.path)
-    frame = read_table(path)
+    frame = read_table(path, spec.max_mb)
     return in_time_order(frame, spec.date_column, spec.date_format, f"data file {path}")
+
+
+def column_names(columns) -> str:
+    """The file's columns as an error may list them: only names that look like column names, so
+    that a file which is no table (a password file given as data) never has its lines quoted."""
+    names = [str(c) for c in columns]
+    if not all(COLUMN_NAME.fullmatch(n) for n in names) or len(names) > 20:
+        return f"{len(names)} columns, not named like a table's"
+    return f"columns: {', '.join(names)}"
 
 
 def require_numeric(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
     """Every named column exists, is numeric and finite; errors name the column and a value."""
     for column in map(column_key, columns):
         if column not in frame.columns:
-            raise HpodError(f"{source}: column {column!r} is missing (columns: {', '.join(map(str, frame.columns))})")
+            raise HpodError(f"{source}: column {column!r} is missing ({column_names(frame.columns)})")
         values = frame[column]
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             bad = values[pd.to_numeric(values, errors="coerce").isna()]

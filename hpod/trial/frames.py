@@ -10,13 +10,17 @@ job names the format, and duplicate or unreadable dates are refused with the row
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import pandas as pd
 
 from hpod.errors import HpodError
+from hpod.state import regular_file
 
 # Tried in this order; a format counts when it reads every row of the column.
+MAX_COLUMNS = 1000  # a data file's columns (features are a handful; 10^6 would exhaust memory)
+MAX_HEADER = 1 << 20  # bytes of a CSV's first line
 DATE_FORMATS = (
     "%Y-%m-%d",
     "%Y/%m/%d",
@@ -37,26 +41,50 @@ def column_key(name: object) -> str:
     return str(name).strip().lower().replace(" ", "_")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV, gzipped CSV or Parquet file as read, with matching-ready column names."""
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise HpodError(f"data file {path} {what}")
+def read_table(path: Path, max_mb: int) -> pd.DataFrame:
+    """A CSV, gzipped CSV or Parquet file as read, with matching-ready column names; its size,
+    expanded size and columns bounded before it is parsed (`data.max_mb` raises the limit)."""
+    max_bytes, raise_it = max_mb * 2**20, "; raise data.max_mb in the job file to read it"
+    regular_file(path, "data file", max_bytes, raise_it)
     try:
         if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            check_columns(path, len(pq.read_schema(path).names))
             frame = pd.read_parquet(path)
-        elif path.suffixes[-2:] == [".csv", ".gz"]:
-            with gzip.open(path, "rt") as f:
-                frame = pd.read_csv(f)
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path)
+        elif path.suffix == ".csv" or path.suffixes[-2:] == [".csv", ".gz"]:
+            frame = read_csv(path, max_bytes, raise_it)
         else:
             raise HpodError(f"data file {path}: expected .csv, .csv.gz or .parquet")
-    except (ValueError, OSError, ImportError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except (ValueError, OSError, ImportError, UnicodeDecodeError, EOFError, pd.errors.ParserError) as exc:
         raise HpodError(f"data file {path}: cannot be read ({type(exc).__name__})") from None
     if frame.empty:
         raise HpodError(f"data file {path}: has no rows")
     return normalise_columns(frame, f"data file {path}")
+
+
+def read_csv(path: Path, max_bytes: int, raise_it: str) -> pd.DataFrame:
+    """A CSV, gunzipped into memory no larger than the limit (a gzip bomb stops there)."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HpodError(f"data file {path} expands past {max_bytes / 2**20:,.0f} MiB{raise_it}")
+        source = io.BytesIO(data)
+    else:
+        source = path.open("rb")
+    with source:
+        header = source.readline(MAX_HEADER + 1)
+        if len(header) > MAX_HEADER:
+            raise HpodError(f"data file {path}: its first line is over {MAX_HEADER:,} bytes; is it a CSV?")
+        check_columns(path, len(header.split(b",")))
+        source.seek(0)
+        return pd.read_csv(source)
+
+
+def check_columns(path: Path, columns: int) -> None:
+    if columns > MAX_COLUMNS:
+        raise HpodError(f"data file {path} has {columns:,} columns; at most {MAX_COLUMNS:,}")
 
 
 def normalise_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:

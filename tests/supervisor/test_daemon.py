@@ -70,7 +70,8 @@ def test_a_worker_killed_with_sigkill_fails_its_trial_alone(state, tmp_path):
     trials = study(state, STUDY).trials
     killed = trials[number]
     assert killed.state == TrialState.FAIL
-    assert "worker killed by SIGKILL" in killed.user_attrs["fail_reason"]
+    assert "worker killed by signal 9 (SIGKILL)" in killed.user_attrs["fail_reason"]
+    assert "OOM" not in killed.user_attrs["fail_reason"]  # killed by hand, not by the kernel
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
     assert status(state)["jobs"][0]["state"] == "done"
     lines = log_lines(state / "logs" / f"{STUDY}.log")

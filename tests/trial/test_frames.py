@@ -4,6 +4,10 @@ ambiguous, duplicate and unreadable dates refused; any capitalisation of the usu
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +18,7 @@ from hypothesis import strategies as st
 from hpod.errors import HpodError
 from hpod.job import DataSpec
 from hpod.trial.data import load_dataset
-from hpod.trial.frames import DATE_FORMATS, in_time_order
+from hpod.trial.frames import DATE_FORMATS, in_time_order, read_table
 
 SOURCE = "data file x.csv"
 
@@ -97,3 +101,40 @@ def test_any_common_date_layout_is_either_put_in_true_time_order_or_refused(firs
         assert "data.date_format" in str(exc) and "\n" not in str(exc)
         return
     assert list(ordered["close"]) == sorted(shuffled)
+
+
+def unbounded_inputs(folder: Path) -> dict[str, Path]:
+    """Data files that would grow or block a reader without end, each made for real (and small on disk)."""
+    sparse = folder / "sparse.csv"
+    with sparse.open("wb") as f:
+        f.truncate(600 * 2**20)  # 600 MiB of holes: over the default 512
+    bomb = folder / "bomb.csv.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(b"date,open\n" + b"0" * (3 * 2**20))  # a few KiB that expand to 3 MiB, over max_mb 2
+    wide = folder / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(5000)) + "\n" + ",".join(["1"] * 5000) + "\n")
+    fifo = folder / "fifo.csv"
+    os.mkfifo(fifo)
+    return {"sparse": sparse, "bomb": bomb, "wide": wide, "fifo": fifo}
+
+
+def test_data_files_without_bounds_are_refused_in_one_line_before_they_are_parsed(tmp_path):
+    inputs = unbounded_inputs(tmp_path)
+    expected = {"sparse": "over the limit of 512 MiB", "bomb": "expands past 2 MiB", "wide": "5,000 columns",
+                "fifo": "not a regular file"}  # fmt: skip
+    for name, path in inputs.items():
+        began = time.monotonic()
+        with pytest.raises(HpodError) as refused:
+            read_table(path, max_mb=2 if name == "bomb" else 512)
+        assert expected[name] in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
+        assert time.monotonic() - began < 5, name
+    with pytest.raises(HpodError, match="raise data.max_mb"):
+        read_table(inputs["sparse"], max_mb=512)
+
+
+def test_a_file_that_is_no_table_never_has_its_lines_quoted(tmp_path):
+    shadow = tmp_path / "shadow.csv"
+    shadow.write_text("root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    with pytest.raises(HpodError) as refused:
+        load_dataset(DataSpec(path=str(shadow)), 1)
+    assert "root:" not in str(refused.value) and "column 'open' is missing" in str(refused.value)
