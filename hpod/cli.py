@@ -148,6 +148,8 @@ def enqueue(
     known = times.read()
     options = {"storage": storage, "priority": priority, "timeout_h": timeout, "force": force}
     options["step_times"] = None if no_estimate else known
+    if not no_estimate and sys.stderr.isatty():
+        click.echo("timing training steps for the estimate (--no-estimate skips this)…", err=True)
     rows = prepare_jobs(job, budgets, horizons, **options)
     if storage is not None:
         open_storage(storage)  # a bad URL or an unreachable server is refused now, not at claim time

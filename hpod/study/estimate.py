@@ -47,6 +47,9 @@ class Estimate:
         return cls(data["device"], *spans, data["timed"])
 
 
+TIMED_WORK = 2 * 10**9  # parameters × rows of a timed step; past it, fewer rows are timed and scaled
+
+
 def representative(grid: list[GridEntry]) -> list[GridEntry]:
     """The smallest, median and largest architectures by parameters (fewer if the grid is small)."""
     ordered = sorted(grid, key=lambda e: (e.params, e.arch.key))
@@ -63,10 +66,11 @@ def epoch_seconds(plan: StudyPlan, entry: GridEntry, dataset: Dataset, device: s
     model_config = entry.arch.model_config(
         dataset.shape, dropout=0.1, head_dropout=train.head_dropout, revin=train.revin
     )
+    timed = max(1, min(micro, TIMED_WORK // entry.params))  # a 100M model's step is timed on a few rows
     key = f"{ChoiceCache.key(entry.arch, device, model_config, train.effective_batch)}|m{micro}"
     if key not in times:
-        config = TrainConfig(1e-3, 1e-4, 10, 1, effective_batch=train.effective_batch, micro_batch=micro, device=device)
-        times[key] = {"seconds": time_micro_step(model_config, config, dataset, micro)}
+        config = TrainConfig(1e-3, 1e-4, 10, 1, effective_batch=train.effective_batch, micro_batch=timed, device=device)
+        times[key] = {"seconds": time_micro_step(model_config, config, dataset, timed) * micro / timed}
     step_s = times[key]["seconds"]
     micro_steps = steps_per_epoch(dataset, train.effective_batch) * math.ceil(train.effective_batch / micro)
     val_steps = math.ceil(len(dataset.splits["val"]) / micro) * EVAL_COST
