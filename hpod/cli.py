@@ -140,9 +140,11 @@ def enqueue(
     here; prints the job ids and how long each should take."""
     from hpod.study.estimate import Estimate
     from hpod.supervisor.job_row import prepare_jobs
+    from hpod.trial.device import check_device
     from hpod.trial.probe import KeyedFile
 
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
+    check_device(job.train.device)
     state = StateDir.resolve(state_dir)
     times = KeyedFile(state.step_times)
     known = times.read()

@@ -7,13 +7,17 @@ import torch
 from hpod.errors import HpodError
 
 
-def pick_device(name: str) -> str:
-    """`auto` means the best accelerator present; a device asked for by name must be there."""
+def check_device(name: str) -> None:
+    """Refuse at enqueue a device asked for by name that this machine lacks."""
     kind = name.partition(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
         raise HpodError(f"train.device is {name!r}, but this torch sees no CUDA GPU ({torch.__version__}): use auto")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise HpodError(f"train.device is {name!r}, but MPS is not available on this machine: use auto")
+
+
+def pick_device(name: str) -> str:
+    """`auto` means the best accelerator present."""
     if name != "auto":
         return name
     if torch.cuda.is_available():

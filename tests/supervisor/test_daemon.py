@@ -109,6 +109,7 @@ def test_a_stopped_job_resumes_first_and_counts_no_trial_twice(state, tmp_path):
     assert status(state)["jobs"][0]["state"] == "done"
 
 
+@pytest.mark.slow  # test_queue.py's racing claimers check the claim itself
 def test_two_daemons_on_one_queue_never_run_the_same_job(state, tmp_path):
     job_file = write_job(tmp_path, epochs=1)
     ids = enqueue(state, job_file, "--budget", "20K,30K,40K", "--trials", "1")
@@ -162,6 +163,7 @@ def test_systemd_hears_ready_and_stopping(state, tmp_path):
     assert messages[0] == "READY=1" and messages[-1] == "STOPPING=1"
 
 
+@pytest.mark.slow  # test_resume.py's ten kill -9s and the deaths-after-a-claim test cover it
 def test_a_daemon_killed_with_sigkill_leaves_its_job_to_the_next_daemon(state, tmp_path):
     enqueue(state, write_job(tmp_path, epochs=2))
     daemon = start_daemon(state)

@@ -62,8 +62,8 @@ def test_two_hosts_reach_the_target_together_without_doubling_a_trial(tmp_path, 
 def test_a_killed_host_trial_is_failed_after_the_grace_period_and_the_study_goes_on(tmp_path, postgres_url):
     job_file = write_job(tmp_path, epochs=40)
     alpha, beta = tmp_path / "alpha", tmp_path / "beta"
-    for state in (alpha, beta):
-        enqueue_shared(state, job_file, postgres_url, "--trials", "2")
+    enqueue_shared(alpha, job_file, postgres_url, "--trials", "2")  # alpha's trial trains long enough to be killed
+    enqueue_shared(beta, job_file, postgres_url, "--trials", "2", "--max-epochs", "2")  # beta's finish quickly
     first = host(alpha, "alpha")
 
     def alpha_training():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +16,19 @@ import torch
 
 from tests.helpers import enqueue, finish, hpod, start_daemon, status, study, write_job
 
-MISSING_DEVICE = "mps"  # a job file written for a Mac, queued on a machine without Apple's GPU
+MISSING_DEVICE = "mps"  # a job written for a Mac: refused at enqueue here, so queued as if from one
 pytestmark = pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
 
 
 def test_a_trial_that_raises_keeps_its_reason_traceback_and_architecture_everywhere(state, tmp_path):
     job = Path(write_job(tmp_path, epochs=1))
+    enqueue(state, str(job), "--no-estimate", "--memory-limit", "4G")
     mac_only = f"train: {{patience: 20, device: {MISSING_DEVICE}}}"
     job.write_text(job.read_text().replace("train: {patience: 20}", mac_only))
-    enqueue(state, str(job), "--no-estimate", "--memory-limit", "4G")
+    refused = hpod(state, "enqueue", "--budget", "30K", "--horizon", "h1", "--job", str(job), "--no-estimate")
+    assert refused.returncode == 2 and "MPS is not available" in refused.stderr  # said at enqueue, in one line
+    with sqlite3.connect(state / "queue.db") as queue:  # the row a machine with MPS would have queued
+        queue.execute("UPDATE jobs SET job_text = ?", (job.read_text(),))
     out = finish(start_daemon(state, "--until-idle"))
 
     trials = study(state, "daemon-20K-h1").trials
