@@ -27,12 +27,14 @@ from optuna.distributions import FloatDistribution
 
 from hpod.job import load_job
 from hpod.records import TrialLog
-from hpod.state import StateDir, open_storage
-from hpod.study.plan import distributions, suggest
+from hpod.state import StateDir
+from hpod.storage import open_storage
+from hpod.study.plan import distributions, plan_study, suggest
 from hpod.supervisor.daemon import Daemon, DaemonOptions
+from hpod.supervisor.enqueue import prepare_jobs
 from hpod.supervisor.handle import TrialOutcome
 from hpod.supervisor.held_job import HeldJob
-from hpod.supervisor.job_row import plan_from_row, prepare_jobs
+from hpod.supervisor.messages import Outcome, Phase
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.slots import Slot
 from hpod.supervisor.trials import run_trial
@@ -60,15 +62,15 @@ class InProcessDaemon(Daemon):
     """The real daemon loop (claim, lease, held job, target, progress), with each trial run in
     this process on the trivial objective instead of in a worker."""
 
-    def start_worker(self, job: HeldJob, task: tuple[str, int | None], slot: Slot) -> None:
+    def start_worker(self, job: HeldJob, task: tuple[Phase, int | None], slot: Slot) -> None:
         phase, resume = task
-        if phase == "evaluate":  # a worker's evaluation of val and test: not per-trial bookkeeping
-            job.record(TrialOutcome(None, "EVALUATED"))
+        if phase == Phase.EVALUATE:  # a worker's evaluation of val and test: not per-trial bookkeeping
+            job.record(TrialOutcome(None, Outcome.EVALUATED))
             return
         log = TrialLog(self.state.logs / f"{job.plan.name}.log")
         target = job.target if job.may_race(len(self.slots)) else None
         trial = run_trial(job.study, TrivialObjective(job.plan), [log], resume, target=target)
-        job.record(TrialOutcome(trial.number, trial.state.name))
+        job.record(TrialOutcome(trial.number, Outcome(trial.state.name)))
         self.record_progress(job)
 
 
@@ -85,7 +87,7 @@ def daemon_per_trial(trials: int, root: Path) -> float:
 
 def bare_per_trial(trials: int, root: Path) -> float:
     """The same search space and TPE settings, in a plain `study.optimize` loop."""
-    plan = plan_from_row(prepare_jobs(load_job(JOB), [20_000], [1])[0] | {"id": 0, "memory_limit_gib": None})
+    plan = plan_study(load_job(JOB), 20_000, 1)
     sampler = optuna.samplers.TPESampler(n_startup_trials=plan.job.search.n_startup_trials, seed=0)
     study = optuna.create_study(storage=open_storage(f"sqlite:///{root / 'bare.db'}"), sampler=sampler)
     start = time.perf_counter()

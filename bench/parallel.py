@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna
 
 from hpod.records import TrialLog
-from hpod.state import StateDir, open_storage
+from hpod.state import StateDir
+from hpod.storage import open_storage
 from hpod.supervisor.trials import run_trial
 from tests.postgres import cluster
 

@@ -7,16 +7,17 @@ import math
 import optuna
 from optuna.trial import FrozenTrial
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hpod.records import trial_row
 from hpod.results.report import Cell, has_skill
 from hpod.study.budget import format_budget
-from hpod.study.plan import FINISHED, best_trial
+from hpod.study.plan import best_trial
+from hpod.supervisor.held_job import HeldJob
+from hpod.supervisor.messages import Outcome, Phase, Report, ReportKind
 from hpod.tables import Column, fitted
 from hpod.trial.grid import GridEntry
-from hpod.trial.train import EpochRecord
 
 GRID_COLUMNS = (
     Column("key", "left"),
@@ -134,11 +135,11 @@ def _num(value, spec: str) -> str:
     return format(value, spec)
 
 
-class StudyProgress:
-    """A live bar of finished trials with the running trial's epoch and losses."""
+class RunProgress:
+    """`hpod run`'s live view, fed by the workers' reports: a bar of each study's finished
+    search trials, with the running trial's epoch and loss, or the phase it is in."""
 
-    def __init__(self, console: Console, study: optuna.Study, target: int):
-        self.study = study
+    def __init__(self, console: Console):
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -147,25 +148,30 @@ class StudyProgress:
             TimeElapsedColumn(),
             console=console,
         )
-        done = len(study.get_trials(deepcopy=False, states=FINISHED))
-        self.task = self.progress.add_task(study.study_name, total=target, completed=done, detail="")
+        self.tasks: dict[int, TaskID] = {}
 
-    def __enter__(self) -> StudyProgress:
+    def __enter__(self) -> RunProgress:
         self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.progress.stop()
 
-    def on_epoch(self, number: int, record: EpochRecord) -> None:
-        detail = f"trial {number} epoch {record.epoch}: train {record.train_loss:.4f} val {record.val_loss:.4f}"
-        self.progress.update(self.task, detail=detail)
-
-    def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state in FINISHED:
-            self.progress.advance(self.task)
-        best = best_trial(study)
-        self.progress.update(self.task, detail="" if best is None else f"best {best.value:.4f} (trial {best.number})")
+    def on_report(self, job: HeldJob, report: Report) -> None:
+        if job.id not in self.tasks:
+            done = job.queued.trials_finished
+            self.tasks[job.id] = self.progress.add_task(job.name, total=job.queued.target, completed=done, detail="")
+        task = self.tasks[job.id]
+        if report.kind == ReportKind.EPOCH:
+            detail = f"{job.phase} trial {report.trial} epoch {report.epoch}: val {report.val_loss:.4f}"
+            self.progress.update(task, detail=detail)
+        elif report.kind == ReportKind.PAUSED:
+            self.progress.update(task, detail=f"paused: {report.reason}")
+        elif report.kind == ReportKind.FINISHED:
+            if job.phase == Phase.SEARCH and report.outcome in (Outcome.COMPLETE, Outcome.PRUNED):
+                self.progress.advance(task)
+            what = job.phase if report.trial is None else f"{job.phase} trial {report.trial}"
+            self.progress.update(task, detail=f"{what}: {report.outcome.lower()}")
 
 
 SHOWN_FAILURES = 10
@@ -185,7 +191,7 @@ def failure_lines(study: optuna.Study) -> list[str]:
 
 def job_lines(job: dict, summary: dict) -> list[str]:
     """A job as `hpod show` heads it: state, settings, estimate."""
-    from hpod.study.estimate import Estimate
+    from hpod.study.duration import Estimate
 
     s = summary["settings"]
     cap = "" if s["max_epochs"] is None else f" (capped at {s['max_epochs']})"

@@ -25,13 +25,39 @@ MEMORY_FAILED = "memory_failed_archs"  # architecture keys that failed at micro-
 WIDENED = "widened"  # param -> distribution fields an import widened, which later trials sample from
 BASELINES = "baselines"  # baseline name -> {val_loss, test_loss} (results/baselines.py)
 TEST_EVALUATION = "test_evaluation"  # what the evaluation measured at the study's end (results/evaluation.py)
-# Trial user attrs (with ARCH_FIELDS, "seed", "epochs_run", "learning_curve", ... below)
+N_TRIALS = "n_trials"  # the target of the latest job that opened it
+SOURCE_TRIAL = "trial"  # a seed study's: the search trial whose settings it reruns
+# Trial user attrs (with ARCH_FIELDS and the split sizes n_train, n_val, n_test)
 WORKER = "worker"  # host:pid:start time of the process running the trial
 SURPLUS = "surplus"  # a trial that yielded because the study's target was already met or running
 BEAT = "beat"  # when the trial's worker last said it is alive (time.time()), for other hosts
 WARMUP_EPOCHS = "warmup_epochs"  # the epochs its warm-up spans, rounded up
 FAIL_REASON = "fail_reason"  # why a trial failed, one line: `Type: message` for an exception
 TRACEBACK = "traceback"  # the file holding the full traceback of the exception that failed it
+MICRO_BATCH_CHOICE = "micro_batch_choice"  # the probe's choice in words: predicted and measured GiB
+MICRO_BATCH = "micro_batch"  # rows per forward pass
+ACCUMULATION_STEPS = "accumulation_steps"  # micro-batches per optimizer step
+EPOCHS_PLANNED = "epochs_planned"  # the sampled epochs, capped by --max-epochs
+EPOCHS_RUN = "epochs_run"  # epochs trained (early stopping and pruning end some sooner)
+LEARNING_CURVE = "learning_curve"  # each epoch's EpochRecord as a dict
+BEST_VAL_LOSS = "best_val_loss"  # the best epoch's val loss (a pruned trial's value is its last)
+BEST_EPOCH = "best_epoch"
+BASELINE_VAL_LOSS = "baseline_val_loss"  # the constant predictor's, on the same split
+VAL_AUC = "val_auc"  # binary targets only
+PAUSES = "pauses"  # the guard's pauses: reason, start, seconds
+PAUSED_S = "paused_s"
+RESUMED_FROM = "resumed_from"  # each resume's epoch and step
+SEED = "seed"  # the training seed
+DEVICE = "device"
+DROPOUT_BEFORE_VARIATION = "dropout_before_variation"  # the sampled dropout a forced variation replaced
+VAL_POSITIVE_RATE = "val_positive_rate"  # binary targets: the val split's base rate
+TARGET_MEAN = "target_mean"  # regression: losses are in standardised units (value x std + mean)
+TARGET_STD = "target_std"
+ORIGINAL_NUMBER = "original_number"  # an imported trial's number where it came from
+IMPORT_KEY = "import_key"  # what makes an import idempotent
+IMPORTED_FROM = "imported_from"  # the file an imported trial came from
+IMPORTED_PARAM_COUNT = "imported_param_count"  # the count the source file claimed
+FORCED_EXTREME = "forced_extreme"  # an enqueued grid extreme
 REASON_CHARS = 500  # a reason is a line of the log, not the traceback
 
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")
@@ -41,6 +67,12 @@ COLUMNS = (
     "epochs_run", "best_epoch", "val_loss", "val_auc", "duration_s", "pauses", "paused_s", "fail_reason",
     "traceback",
 )  # fmt: skip
+
+
+def outcome_of(trial: FrozenTrial) -> tuple[str, str | None]:
+    """A finished trial as the daemon counts it: SURPLUS, else Optuna's state; and its failure's
+    reason, if it has one."""
+    return "SURPLUS" if trial.user_attrs.get(SURPLUS) else trial.state.name, trial.user_attrs.get(FAIL_REASON)
 
 
 def trial_row(trial: FrozenTrial) -> dict:

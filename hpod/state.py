@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
-import re
+import shutil
 import stat
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from hpod.errors import HpodError
 
@@ -19,6 +22,8 @@ SYSCONFDIR_VAR = "HPOD_SYSCONFDIR"  # where the system service's record lives (d
 RECORD_NAME = "state_dir"  # one line: the state directory a service installed by `hpod service install` uses
 SQLITE_TIMEOUT_S = 30  # readers such as `hpod status` must wait out a writer, not fail
 CREATING_S = 10.0  # a 0-byte database younger than this is being created, not damaged
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write that waits for space rather than failing the trial
+FULL_BELOW = 1 << 20  # a write that failed with less free space than this ran out of it
 PRIVATE_UMASK = 0o077  # files the owner's alone (0600), directories 0700
 GROUP_UMASK = 0o007  # in a group-shared state directory (setgid, group-writable): the group's too
 
@@ -172,9 +177,10 @@ def check_database(path: Path) -> None:
     size = info.st_size
     if not header and time.time() - info.st_mtime < CREATING_S:
         return  # another process created it a moment ago and has yet to write its first page
-    if header[:16] != b"SQLite format 3\x00":
-        what = "is empty (0 bytes)" if not header else "is not an SQLite database"
-        raise DamagedError(damaged(path, what))
+    if not header:
+        raise DamagedError(damaged(path, "is empty (0 bytes)"))
+    if header[:16] != b"SQLite format 3\x00":  # a file named by mistake (--storage sqlite:////etc/passwd) or damage
+        raise DamagedError(f"{path} is not an SQLite database: name another file, or if hpod wrote it, {FIX}")
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size  # how SQLite writes 65536 in two bytes
     pages = int.from_bytes(header[28:32], "big")  # valid while the change counters agree
@@ -196,43 +202,12 @@ def is_damage(exc: BaseException) -> bool:
     return isinstance(exc, DamagedError) or type(getattr(exc, "orig", exc)) is sqlite3.DatabaseError
 
 
-class StorageUnreachable(HpodError):
-    """A storage that cannot be reached or written for now (see is_unreachable); a job waits it
-    out (supervisor/outage.py), a command that only reads says so and goes on."""
-
-
-TRANSIENT_SQLITE = ("locked", "busy", "disk is full", "readonly", "disk i/o error", "unable to open")
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """Whether an error is the storage being away rather than the request being wrong."""
-    return isinstance(exc, StorageUnreachable) or unreachable_cause(exc) is not None
-
-
-def unreachable_cause(exc: BaseException) -> BaseException | None:
-    """The driver's error that makes `exc` an outage: an OperationalError or InterfaceError
-    (PostgreSQL restarting, a closed connection, a refused socket), or SQLite busy past its
-    timeout, out of disk or read-only. Optuna and SQLAlchemy wrap the driver's error, so the
-    chain is searched; None for any other error."""
-    import sqlite3
-
-    seen: BaseException | None = exc
-    for _ in range(8):  # the chains met here are 2 to 4 deep; a cycle must not hang us
-        if seen is None:
-            return None
-        if isinstance(seen, sqlite3.OperationalError):
-            return seen if any(word in str(seen).lower() for word in TRANSIENT_SQLITE) else None
-        kind = type(seen)
-        if kind.__name__ in ("OperationalError", "InterfaceError") and not kind.__module__.startswith("sqlalchemy"):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+FIX = "`hpod doctor` checks the state directory, `hpod doctor --restore` puts back a backup"
 
 
 def damaged(path: Path, what: str) -> str:
     """The one line for a damaged database: what is wrong with which file, and the way back."""
-    fix = "`hpod doctor` checks the state directory, `hpod doctor --restore` puts back a backup"
-    return f"{path} {what}: damaged; {fix}"
+    return f"{path} {what}: damaged; {FIX}"
 
 
 def read_only_uri(path: Path) -> str | None:
@@ -323,71 +298,50 @@ def access_problem(path: Path, exc: BaseException) -> str:
     return f"{path}: {reason}"
 
 
-def open_storage(url: str, create: bool = True):
-    """An Optuna storage for a URL; SQLite gets a busy timeout so concurrent readers wait.
-
-    Opening creates Optuna's tables on first use, and two processes doing that at once make
-    one fail ("table studies already exists"), so SQLite creations are serialised by a file lock.
-    A command that only reads passes create=False: it creates no file, lock file or table."""
-    import optuna  # here, so that commands that never open a study start fast
-
-    if not url.startswith("sqlite:///"):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})  # after a restart
-        except Exception as exc:  # SQLAlchemy's URL, driver and connection errors share no base
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            error = StorageUnreachable if is_unreachable(exc) else HpodError
-            raise error(f"storage {shown_url(url)!r} cannot be opened ({type(exc).__name__}: {first[:200]})") from None
-    path = Path(url.removeprefix("sqlite:///"))
-    if not create and not path.is_file():
-        what = "is not a regular file" if path.exists() else "does not exist"
-        raise HpodError(f"storage {shown_url(url)}: {path} {what}")
-    check_database(path)
-    if (read_only := read_only_uri(path)) is not None:  # its tables are there: no lock to take
-        return sqlite_storage(f"sqlite:///{read_only}&uri=true", path, create=False)
-    if not create:
-        return sqlite_storage(url, path, create=False)
-    with Path(f"{path}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        created = not path.exists()
-        storage = sqlite_storage(url, path, create=True)
-        if created:
-            match_umask(path)
-        return storage
-
-
-def sqlite_storage(url: str, path: Path, create: bool):
-    import optuna
-
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
+    path.parent.mkdir(mode=0o770, parents=True, exist_ok=True)  # the group's only where the umask allows (state.py)
+    refuse_link(path.parent)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}, skip_table_creation=not create
-        )
-        if not create:
-            storage.get_all_studies()  # a database without Optuna's tables fails here, in one line
-        return storage
-    except Exception as exc:  # SQLAlchemy's DatabaseError over sqlite3's: a damaged page, a bad schema
-        said = f"{exc} {exc.__cause__} {exc.__context__}"
-        if "malformed" in said or "not a database" in said:
-            raise DamagedError(damaged(path, "cannot be read")) from None
-        if "no such table" in said:
-            raise HpodError(f"{path} holds no Optuna studies") from None
+        with os.fdopen(open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as exc:
+        full = shutil.disk_usage(path.parent).free < FULL_BELOW  # before the partial file goes
+        tmp.unlink(missing_ok=True)
+        if full and not (isinstance(exc, OSError) and exc.errno in DISK_FULL):  # torch says "unexpected pos"
+            raise OSError(errno.ENOSPC, f"no space left on device writing {path}") from exc
         raise
-
-
-SECRET_WORDS = ("pass", "pwd", "secret", "token", "key")  # query parameters whose value is masked
-
-
-def shown_url(url: str) -> str:
-    """The URL as output may show it: a password in its user-info, and the value of any query
-    parameter that names a secret (`?password=…`, `sslpassword`, `token`), masked."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
     try:
-        parsed = make_url(url)
-    except ArgumentError:  # not a URL SQLAlchemy can parse: mask what looks like user-info all the same
-        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
-    secret = [key for key in parsed.query if any(word in key.lower() for word in SECRET_WORDS)]
-    query = {**parsed.query, **dict.fromkeys(secret, "***")}
-    return parsed.set(query=query).render_as_string(hide_password=True)
+        os.fsync(directory)  # the rename itself must survive a power cut
+    finally:
+        os.close(directory)
+
+
+class KeyedFile:
+    """A JSON object of entries by key in one file, replaced atomically so that a reader never sees
+    half of it, and updated under an exclusive lock so that processes writing at once keep each
+    other's entries."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):  # absent or unreadable: a cache starts empty
+            return {}
+
+    def put(self, key: str, entry: dict) -> None:
+        self.update({key: entry})
+
+    def update(self, entries: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_name(self.path.name + ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            text = json.dumps(self.read() | entries, indent=1, sort_keys=True)
+            write_atomic(self.path, lambda f: f.write(text.encode()))

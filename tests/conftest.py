@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 from hpod.job import JobSpec, load_job
@@ -10,6 +14,25 @@ from hpod.trial.data import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_JOB = ROOT / "jobs" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    """Every process a test started (daemons, their workers, CLI calls) ends with the test, pass
+    or fail: a failed daemon test must not leave a daemon training for minutes on a loaded
+    machine. Processes running before the test (a session's PostgreSQL) are left alone."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    for process in me.children(recursive=True):
+        if process.pid in before:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+            group = os.getpgid(process.pid)
+            if group == process.pid and group != os.getpgid(0):  # its own group: the group goes with it
+                os.killpg(group, signal.SIGKILL)
+            else:
+                process.kill()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from hpod.state import open_storage
+from hpod.storage import open_storage
 
 TEST_JOB = """
 name: daemon

@@ -2,15 +2,19 @@ import csv
 import gc
 import io
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+from optuna.trial import TrialState
 
 from hpod.cli import main
 
 from .conftest import TINY_JOB
-from .helpers import log_lines
+from .helpers import log_lines, study
+
+MEASURED = re.compile(r"predicted (\d+\.\d+) GiB, measured (\d+\.\d+) GiB")
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -60,13 +64,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(capsys, tmp_path, args
 
 def test_run_completes_studies_logs_each_trial_and_exports_them(capsys, tmp_path):
     state = tmp_path / "state"
-    args = ["--budget", "20K", "--horizon", "h1,h5", "--job", str(TINY_JOB), "--trials", "2", "--max-epochs", "1"]
+    args = ["--budget", "20K", "--horizon", "h5", "--job", str(TINY_JOB), "--trials", "2", "--max-epochs", "1"]
     code, out, _ = run_cli(capsys, "run", *args, "--state-dir", str(state))
-    assert code == 0
-    assert "study tiny-20K-h1" in out and "study tiny-20K-h5" in out
+    assert code == 0  # two studies in one run: test_report.py's real tiny studies
+    assert "study tiny-20K-h5" in out and "best trial" in out
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     lines = log_lines(state / "logs" / "tiny-20K-h5.log")
     assert len(lines) >= 2 and all(line.startswith("Trial ") for line in lines)
+    assert not list(state.glob("run-*.db*")) and not (state / "queue.db").exists()  # its queue was private
+    complete = study(state, "tiny-20K-h5").get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 2
+    for trial in complete:  # each in its own worker: in one process the
+        predicted, measured = map(float, MEASURED.search(trial.user_attrs["micro_batch_choice"]).groups())
+        assert 0.5 * predicted < measured < 2 * predicted, trial.user_attrs  # high-water mark said -0.00 GiB
 
     code, out, _ = run_cli(capsys, "export", "tiny-20K-h5", "--format", "csv", "--state-dir", str(state))
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -161,7 +171,7 @@ def test_status_and_show_report_queued_jobs(capsys, tmp_path):
 
 
 def test_status_shows_active_jobs_and_the_next_and_last_twenty_and_says_what_it_left_out():
-    from hpod.supervisor.status import shown_jobs
+    from hpod.status_display import shown_jobs
 
     states = ["done"] * 30 + ["running", "interrupted"] + ["queued"] * 25
     jobs = [{"id": i, "state": state} for i, state in enumerate(states)]

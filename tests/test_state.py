@@ -7,7 +7,8 @@ import stat
 import pytest
 
 from hpod.errors import HpodError
-from hpod.state import StateDir, open_storage
+from hpod.state import StateDir
+from hpod.storage import open_storage
 from tests.conftest import TINY_JOB
 from tests.helpers import hpod
 

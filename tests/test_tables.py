@@ -12,8 +12,8 @@ from rich.console import Console
 
 from hpod.display import GRID_COLUMNS, REPORT_COLUMNS, TRIAL_COLUMNS, report_table
 from hpod.results.report import Cell
+from hpod.status_display import STATUS_COLUMNS, status_row, status_table
 from hpod.study.budget import format_budget
-from hpod.supervisor.status import STATUS_COLUMNS, status_row, status_table
 from hpod.tables import Column, fitted, show
 
 WIDTHS = (80, 120, 200)

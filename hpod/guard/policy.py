@@ -7,7 +7,6 @@ scripted readings and a fake clock through the same interface.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Callable
@@ -16,11 +15,12 @@ from pathlib import Path
 
 from hpod.guard.sensors import Readings
 from hpod.job import GuardSpec
+from hpod.state import DISK_FULL
 
 log = logging.getLogger(__name__)
 GIB, MIB = 2**30, 2**20
 MEMORY_KINDS = ("memory", "pressure", "swap")
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write that waits for space rather than failing the trial
+
 DISK_WAIT_S = 6 * 3600.0  # as long as a storage outage is waited out (supervisor/outage.py)
 
 

@@ -22,7 +22,25 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import TrialState
 
 from hpod.errors import HpodError
-from hpod.records import ARCH_FIELDS, COLUMNS, MEMORY_FAILED, PARAMS, WIDENED
+from hpod.records import (
+    ACCUMULATION_STEPS,
+    ARCH_FIELDS,
+    BEST_EPOCH,
+    BEST_VAL_LOSS,
+    COLUMNS,
+    EPOCHS_RUN,
+    FAIL_REASON,
+    IMPORT_KEY,
+    IMPORTED_FROM,
+    IMPORTED_PARAM_COUNT,
+    LEARNING_CURVE,
+    MEMORY_FAILED,
+    MICRO_BATCH,
+    ORIGINAL_NUMBER,
+    PARAMS,
+    VAL_AUC,
+    WIDENED,
+)
 from hpod.state import regular_file
 from hpod.study.plan import StudyPlan, distributions
 from hpod.trial.grid import Arch
@@ -30,7 +48,7 @@ from hpod.trial.grid import Arch
 SEARCH_PARAMS = ("arch", *PARAMS)
 MAX_IMPORT_BYTES = 64 * 2**20  # trial records: a million trials fit; /dev/zero does not
 # Export columns kept as user attrs; pauses, paused_s and duration_s describe another run's machine.
-EXPORT_ATTRS = (*ARCH_FIELDS, "micro_batch", "accumulation_steps", "epochs_run", "best_epoch", "val_auc", "fail_reason")
+EXPORT_ATTRS = (*ARCH_FIELDS, MICRO_BATCH, ACCUMULATION_STEPS, EPOCHS_RUN, BEST_EPOCH, VAL_AUC, FAIL_REASON)
 LEGACY_USER_PARAMS = ("batch_size",)  # sampled by the replaced system, not searched by hpod
 STATES = {s.name: s for s in TrialState}
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -49,7 +67,7 @@ class Candidate:
     @property
     def key(self) -> str:
         """Identity for idempotence: the same trial from the same kind of record imports once."""
-        payload = json.dumps([self.state.name, self.value, self.params, self.user_attrs.get("original_number")])
+        payload = json.dumps([self.state.name, self.value, self.params, self.user_attrs.get(ORIGINAL_NUMBER)])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -98,7 +116,7 @@ def from_json(record: dict, source: str) -> Candidate:
         )
     params = {name: record.get(name) for name in SEARCH_PARAMS if record.get(name) is not None}
     attrs = {k: record[k] for k in EXPORT_ATTRS if record.get(k) is not None}
-    attrs |= {"original_number": record.get("number")}
+    attrs |= {ORIGINAL_NUMBER: record.get("number")}
     return Candidate(source, parse_state(record.get("state"), source), record.get("val_loss"), params, attrs)
 
 
@@ -110,7 +128,7 @@ def from_optuna(record: dict, source: str) -> Candidate:
         raise HpodError(f"{source}: unknown parameter {sorted(unknown)[0]!r}")
     user_attrs = mapping(record, "user_attrs", source)
     attrs = {k: user_attrs[k] for k in EXPORT_ATTRS if user_attrs.get(k) is not None}
-    attrs |= {"original_number": record.get("number")}
+    attrs |= {ORIGINAL_NUMBER: record.get("number")}
     value = record.get("value")
     return Candidate(source, parse_state(record.get("state"), source), value, dict(record["params"]), attrs)
 
@@ -127,9 +145,9 @@ def from_legacy(record: dict, source: str) -> Candidate:
         raise HpodError(f"{source}: unknown parameter {sorted(unknown)[0]!r}")
     params = {"arch": arch_key(arch, source)} | {k: v for k, v in raw.items() if k in PARAMS}
     attrs = user_attrs | {k: raw[k] for k in LEGACY_USER_PARAMS if k in raw}
-    attrs |= {"original_number": record["trial_number"], "imported_param_count": arch.get("param_count")}
+    attrs |= {ORIGINAL_NUMBER: record["trial_number"], IMPORTED_PARAM_COUNT: arch.get("param_count")}
     try:
-        curve = user_attrs.get("learning_curve") or []
+        curve = user_attrs.get(LEARNING_CURVE) or []
         intermediate = {int(e["epoch"]): float(e["val_loss"]) for e in curve if e.get("val_loss") is not None}
     except (AttributeError, KeyError, TypeError, ValueError):
         raise HpodError(f"{source}: learning_curve entries need an integer epoch and a numeric val_loss") from None
@@ -158,10 +176,10 @@ def from_log_line(match: re.Match, source: str) -> Candidate:
         value = float(fields["val_loss"])
     except (KeyError, ValueError) as exc:
         raise HpodError(f"{source}: not a complete trial log line ({exc})") from None
-    attrs = {"epochs_run": int(run)}
+    attrs = {EPOCHS_RUN: int(run)}
     if micro is not None:  # `batch=?`: the trial failed before its micro-batch was chosen
-        attrs |= {"micro_batch": int(micro), "accumulation_steps": int(accumulation)}
-    attrs |= {"original_number": int(match.group(1))} | ({"fail_reason": reason} if reason else {})
+        attrs |= {MICRO_BATCH: int(micro), ACCUMULATION_STEPS: int(accumulation)}
+    attrs |= {ORIGINAL_NUMBER: int(match.group(1))} | ({"fail_reason": reason} if reason else {})
     state = parse_state(fields.get("state"), source)
     return Candidate(source, state, None if state == TrialState.FAIL else value, params, attrs)
 
@@ -263,7 +281,7 @@ def import_trials(study: optuna.Study, plan: StudyPlan, candidates: list[Candida
     space = distributions(plan.job.search, [e.arch.key for e in plan.grid], study.user_attrs.get(WIDENED))
     excluded = exclude | set(study.user_attrs.get(MEMORY_FAILED, []))
     present = study.get_trials(deepcopy=False)
-    seen = {t.user_attrs.get("import_key") for t in present}
+    seen = {t.user_attrs.get(IMPORT_KEY) for t in present}
     outcome, chosen = Outcome(), []
     for candidate in candidates:
         reason = skip_reason(candidate, space, excluded, seen) or already_present(candidate, present)
@@ -320,9 +338,9 @@ def to_trial(candidate: Candidate, space: dict, plan: StudyPlan) -> optuna.trial
     arch = Arch.from_key(candidate.params["arch"])
     counts = {e.arch.key: e.params for e in plan.grid}
     attrs = candidate.user_attrs | {k: getattr(arch, k) for k in ARCH_FIELDS[:4]}
-    attrs |= {"param_count": counts[arch.key], "import_key": candidate.key, "imported_from": candidate.source}
+    attrs |= {"param_count": counts[arch.key], IMPORT_KEY: candidate.key, IMPORTED_FROM: candidate.source}
     if candidate.value is not None:
-        attrs["best_val_loss"] = candidate.value
+        attrs[BEST_VAL_LOSS] = candidate.value
     return optuna.trial.create_trial(
         state=candidate.state,
         value=candidate.value if candidate.state == TrialState.COMPLETE else None,

@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpod.job import JobSpec, parse_job
-from hpod.records import BASELINES, PARAMS, TEST_EVALUATION
+from hpod.records import BASELINES, EPOCHS_RUN, MICRO_BATCH, PARAMS, TEST_EVALUATION, VAL_AUC
 from hpod.results.evaluation import read_samples, samples_path
 from hpod.results.resample import block_counts, replicate_losses, resampled_means, standard_error
 from hpod.results.scaling import PARAMETERS, Fit, LawInterval, fit_law, law_interval, verdict
@@ -132,11 +132,11 @@ def best_record(trial: FrozenTrial) -> dict:
         "arch": trial.params.get("arch"),
         **{k: attrs.get(k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "param_count")},
         **{k: trial.params.get(k) for k in PARAMS},
-        "epochs_run": attrs.get("epochs_run"),
-        "micro_batch": attrs.get("micro_batch"),
+        "epochs_run": attrs.get(EPOCHS_RUN),
+        "micro_batch": attrs.get(MICRO_BATCH),
         "n_train": attrs.get("n_train"),
         "n_val": attrs.get("n_val"),
-        "val_auc": attrs.get("val_auc"),
+        "val_auc": attrs.get(VAL_AUC),
     }
 
 

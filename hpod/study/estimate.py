@@ -7,8 +7,8 @@ architectures differ."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
+from hpod.study.duration import Estimate
 from hpod.study.plan import StudyPlan
 from hpod.trial.data import Dataset
 from hpod.trial.device import pick_device
@@ -19,32 +19,6 @@ from hpod.trial.train import TrainConfig, steps_per_epoch
 
 WORKER_START_S = 2.0  # a trial's worker process: interpreter, torch, data (bench/overhead.py)
 EVAL_COST = 1 / 3  # a validation sample's forward pass against a training sample's step
-
-
-@dataclass(frozen=True)
-class Estimate:
-    device: str
-    epoch_s: tuple[float, float]  # fastest and slowest architecture timed
-    trial_s: tuple[float, float]  # fewest epochs (pruned or stopped early) on the fastest; most on the slowest
-    study_s: tuple[float, float]  # the target's trials and the seed runs
-    timed: dict[str, float]  # architecture key → seconds per epoch
-
-    @property
-    def expected_s(self) -> float:
-        """The range's geometric middle: what the refusal threshold is held against."""
-        return math.sqrt(self.study_s[0] * self.study_s[1])
-
-    def describe(self) -> str:
-        return f"on {self.device}: epoch {span(self.epoch_s)}, trial {span(self.trial_s)}, study {span(self.study_s)}"
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"expected_s": self.expected_s}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Estimate:
-        """Back from `as_dict` (a queue row keeps it as JSON)."""
-        spans = (tuple(data[name]) for name in ("epoch_s", "trial_s", "study_s"))
-        return cls(data["device"], *spans, data["timed"])
 
 
 TIMED_WORK = 2 * 10**9  # parameters × rows of a timed step; past it, fewer rows are timed and scaled
@@ -93,21 +67,3 @@ def estimate_study(plan: StudyPlan, dataset: Dataset, times: dict) -> Estimate |
     trial = (fewest * epoch[0] + WORKER_START_S, plan.max_epochs * epoch[1] + WORKER_START_S)
     runs = search.n_trials + search.final_seeds
     return Estimate(device, epoch, trial, (runs * trial[0], runs * trial[1]), timed)
-
-
-def span(seconds: tuple[float, float]) -> str:
-    low, high = (duration(s) for s in seconds)
-    return low if low == high else f"{low}–{high}"
-
-
-def duration(seconds: float) -> str:
-    """12 s, 4m10s, 3h05m, 6d04h: two units at most."""
-    if seconds < 60:
-        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes = int(seconds // 60)
-    if minutes < 60:
-        return f"{minutes}m{int(seconds % 60):02d}s"
-    hours = minutes // 60
-    if hours < 48:
-        return f"{hours}h{minutes % 60:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"

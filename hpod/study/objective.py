@@ -7,13 +7,38 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpod.guard.policy import Guard
-from hpod.records import FAIL_REASON, MEMORY_FAILED, WARMUP_EPOCHS, WIDENED
+from hpod.records import (
+    ACCUMULATION_STEPS,
+    BASELINE_VAL_LOSS,
+    BEST_EPOCH,
+    BEST_VAL_LOSS,
+    DEVICE,
+    DROPOUT_BEFORE_VARIATION,
+    EPOCHS_PLANNED,
+    EPOCHS_RUN,
+    FAIL_REASON,
+    LEARNING_CURVE,
+    MEMORY_FAILED,
+    MICRO_BATCH,
+    MICRO_BATCH_CHOICE,
+    PAUSED_S,
+    PAUSES,
+    RESUMED_FROM,
+    SEED,
+    TARGET_MEAN,
+    TARGET_STD,
+    VAL_AUC,
+    VAL_POSITIVE_RATE,
+    WARMUP_EPOCHS,
+    WIDENED,
+)
 from hpod.study.plan import StudyPlan, distributions, suggest
 from hpod.study.sampler import VariationSampler
 from hpod.trial import checkpoint as checkpoint_io
@@ -37,6 +62,29 @@ from hpod.trial.train import (
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TrialHooks:
+    """What the caller hears of a running trial (the worker tells the daemon)."""
+
+    on_epoch: Callable[[int, EpochRecord], None] | None = None
+    after_step: StepHook | None = None  # between optimizer steps: where a stop or pause is taken
+    on_setup: Callable[[int, int, int], None] | None = None  # (trial, planned epochs, steps per epoch)
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """Where a trial keeps its files and what it may use; the defaults keep nothing."""
+
+    checkpoints: Path | None = None  # resume state and best weights
+    tracebacks: Path | None = None  # a failed trial's full traceback; None: the log only
+    guard: Guard | None = None  # pauses training when the machine is short of memory or hot
+    choices: ChoiceCache | None = None  # micro-batch choices kept across trials and processes
+    probe: Probe = probe_steps
+    seed_offset: int = 0  # added to each trial's training seed (seed runs use their own)
+    device: str | None = None  # a worker slot's device; None: the job's train.device
+    memory_share: float = 1.0  # of the memory limit, when workers share the device
+
+
 class Objective:
     """Samples a trial's architecture and settings, trains it, returns its best val loss."""
 
@@ -45,24 +93,13 @@ class Objective:
         plan: StudyPlan,
         dataset: Dataset,
         sampler: VariationSampler,
-        on_epoch: Callable[[int, EpochRecord], None] | None = None,
-        after_step: StepHook | None = None,
-        checkpoints: Path | None = None,  # directory for resume state and best weights; None: none
-        guard: Guard | None = None,  # pauses training when the machine is short of memory or hot
-        choices: ChoiceCache | None = None,  # micro-batch choices kept across trials and processes
-        probe: Probe = probe_steps,
-        seed_offset: int = 0,  # added to each trial's training seed (seed runs use their own)
-        device: str | None = None,  # a worker slot's device; None: the job's train.device
-        memory_share: float = 1.0,  # of the memory limit, when workers share the device
-        on_setup: Callable[[int, int, int], None] | None = None,  # (trial, planned epochs, steps per epoch)
-        tracebacks: Path | None = None,  # where a failed trial's full traceback goes; None: the log only
+        hooks: TrialHooks = TrialHooks(),
+        resources: TrialResources = TrialResources(),
     ):
-        self.plan, self.dataset, self.sampler = plan, dataset, sampler
-        self.on_epoch, self.after_step, self.checkpoints = on_epoch, after_step, checkpoints
-        self.guard, self.choices, self.probe, self.seed_offset = guard, choices, probe, seed_offset
+        self.plan, self.dataset, self.sampler, self.hooks, self.resources = plan, dataset, sampler, hooks, resources
+        self.device = pick_device(plan.job.train.device if resources.device is None else resources.device)
+        self.checkpoints, self.tracebacks, self.guard = resources.checkpoints, resources.tracebacks, resources.guard
         self.params_by_key = {e.arch.key: e.params for e in plan.grid}
-        self.device = pick_device(plan.job.train.device if device is None else device)
-        self.memory_share, self.on_setup, self.tracebacks = memory_share, on_setup, tracebacks
 
     def __call__(self, trial: Trial) -> float:
         widened = trial.study.user_attrs.get(WIDENED)
@@ -79,7 +116,9 @@ class Objective:
         config = self.train_config(params, trial.number)
         if self.guard is not None:  # a trial does not start, nor probe its memory, on a strained machine
             try:
-                self.guard.between_steps(lambda: self.after_step and self.after_step(0, -1), can_shrink=False)
+                self.guard.between_steps(
+                    lambda: self.hooks.after_step and self.hooks.after_step(0, -1), can_shrink=False
+                )
             finally:
                 self.record_pauses(trial)
         try:
@@ -98,7 +137,7 @@ class Objective:
         if trainer.resumed_from is not None:
             self.record_resume(trial, trainer)
         try:
-            result = trainer.fit(lambda r: self.report(trial, r), self.after_step)
+            result = trainer.fit(lambda r: self.report(trial, r), self.hooks.after_step)
         except (optuna.TrialPruned, Interrupted):
             raise
         except MemoryFailed as exc:
@@ -111,16 +150,16 @@ class Objective:
 
     def micro_batch(self, trial: Trial, arch: Arch, model_config: ModelConfig, config: TrainConfig) -> int:
         """The cached choice for this architecture on this device and data, or a new one, probed."""
-        limit = job_limit(self.plan.job.guard, self.device, self.memory_share)
+        limit = job_limit(self.plan.job.guard, self.device, self.resources.memory_share)
         key = ChoiceCache.key(arch, self.device, model_config, config.effective_batch)
-        choice = None if self.choices is None else self.choices.get(key)
+        choice = None if self.resources.choices is None else self.resources.choices.get(key)
         if choice is None or choice.predicted > limit.bytes:
             params = self.params_by_key[arch.key]
-            choice = choose_micro_batch(arch, params, model_config, config, self.dataset, limit, self.probe)
-            if self.choices is not None:
-                self.choices.put(key, choice)
+            choice = choose_micro_batch(arch, params, model_config, config, self.dataset, limit, self.resources.probe)
+            if self.resources.choices is not None:
+                self.resources.choices.put(key, choice)
         log.info("trial %d: %s, %s (limit %s)", trial.number, arch.key, choice.describe(), limit.source)
-        trial.set_user_attr("micro_batch_choice", choice.describe())
+        trial.set_user_attr(MICRO_BATCH_CHOICE, choice.describe())
         return choice.micro_batch
 
     def fail_for_memory(self, trial: Trial, arch: Arch, exc: MemoryFailed) -> None:
@@ -134,8 +173,8 @@ class Objective:
         record_history(trial, trainer.result.history)
         if trainer.micro_batch != trainer.config.micro_batch:
             ran = dataclasses.replace(trainer.config, micro_batch=trainer.micro_batch)
-            trial.set_user_attr("micro_batch", ran.micro_batch)
-            trial.set_user_attr("accumulation_steps", ran.accumulation_steps)
+            trial.set_user_attr(MICRO_BATCH, ran.micro_batch)
+            trial.set_user_attr(ACCUMULATION_STEPS, ran.accumulation_steps)
         self.record_pauses(trial)
 
     def record_pauses(self, trial: Trial) -> None:
@@ -145,9 +184,9 @@ class Objective:
             return
         taken = self.guard.take_pauses()
         if taken:
-            pauses = trial.user_attrs.get("pauses", []) + taken
-            trial.set_user_attr("pauses", pauses)
-            trial.set_user_attr("paused_s", sum(p["seconds"] for p in pauses))
+            pauses = trial.user_attrs.get(PAUSES, []) + taken
+            trial.set_user_attr(PAUSES, pauses)
+            trial.set_user_attr(PAUSED_S, sum(p["seconds"] for p in pauses))
 
     def checkpoint_paths(self, name: str, number: int) -> tuple[Path | None, Path | None]:
         """Resume state and best weights of trial `number` of study `name` (a search or seed study)."""
@@ -160,8 +199,8 @@ class Objective:
     def record_resume(self, trial: Trial, trainer: Trainer) -> None:
         """Note where the trial continued from, and report epochs Optuna missed before the stop."""
         epoch, step = trainer.resumed_from
-        resumes = trial.user_attrs.get("resumed_from", [])
-        trial.set_user_attr("resumed_from", [*resumes, {"epoch": epoch, "step": step}])
+        resumes = trial.user_attrs.get(RESUMED_FROM, [])
+        trial.set_user_attr(RESUMED_FROM, [*resumes, {"epoch": epoch, "step": step}])
         reported = trial.study.get_trials(deepcopy=False)[trial.number].intermediate_values
         for record in trainer.result.history:
             if record.epoch not in reported:
@@ -172,7 +211,7 @@ class Objective:
         except in seed runs (seed_offset set), which all keep theirs for the evaluation."""
         if self.checkpoints is None:
             return
-        if self.seed_offset:
+        if self.resources.seed_offset:
             checkpoint_io.resume_path(self.checkpoints, study.study_name, trial.number).unlink(missing_ok=True)
             return
         trials = study.get_trials(deepcopy=False)  # one snapshot, so the best and the losers agree
@@ -196,7 +235,7 @@ class Objective:
             min_delta=train_spec.min_delta,
             grad_clip=train_spec.grad_clip,
             divergence_factor=train_spec.divergence_factor,
-            seed=self.plan.job.search.seed + self.seed_offset + number,
+            seed=self.plan.job.search.seed + self.resources.seed_offset + number,
             device=self.device,
         )
 
@@ -211,44 +250,44 @@ class Objective:
         """Store what the trial will run before it runs, so a crash still leaves it readable."""
         sizes = self.dataset.sizes()
         attrs = {
-            "micro_batch": config.micro_batch,
-            "accumulation_steps": config.accumulation_steps,
-            "epochs_planned": config.epochs,
+            MICRO_BATCH: config.micro_batch,
+            ACCUMULATION_STEPS: config.accumulation_steps,
+            EPOCHS_PLANNED: config.epochs,
             WARMUP_EPOCHS: math.ceil(config.warmup_steps / steps_per_epoch(self.dataset, config.effective_batch)),
-            "device": config.device,
-            "seed": config.seed,
+            DEVICE: config.device,
+            SEED: config.seed,
             **{f"n_{split}": n for split, n in sizes.items()},
         }
         if trial.number in self.sampler.varied:
-            attrs["dropout_before_variation"] = self.sampler.varied[trial.number]
+            attrs[DROPOUT_BEFORE_VARIATION] = self.sampler.varied[trial.number]
         if self.dataset.task == "binary":
             val_targets = self.dataset.targets[self.dataset.splits["val"]]
-            attrs["val_positive_rate"] = float(val_targets.mean())
+            attrs[VAL_POSITIVE_RATE] = float(val_targets.mean())
         else:  # losses are in standardised units: original = value × std + mean
-            attrs["target_mean"], attrs["target_std"] = self.dataset.target_mean, self.dataset.target_std
+            attrs[TARGET_MEAN], attrs[TARGET_STD] = self.dataset.target_mean, self.dataset.target_std
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        if self.on_setup is not None:
-            self.on_setup(trial.number, config.epochs, steps_per_epoch(self.dataset, config.effective_batch))
+        if self.hooks.on_setup is not None:
+            self.hooks.on_setup(trial.number, config.epochs, steps_per_epoch(self.dataset, config.effective_batch))
 
     def report(self, trial: Trial, record: EpochRecord) -> None:
-        if self.on_epoch is not None:
-            self.on_epoch(trial.number, record)
+        if self.hooks.on_epoch is not None:
+            self.hooks.on_epoch(trial.number, record)
         trial.report(record.best_val_loss, record.epoch)  # the objective's value, so a pruned trial keeps its best
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {record.epoch} (best val loss {record.best_val_loss:.4f})")
 
 
 def record_history(trial: Trial, history: list[EpochRecord]) -> None:
-    trial.set_user_attr("epochs_run", len(history))
-    trial.set_user_attr("learning_curve", [vars(r) for r in history])
+    trial.set_user_attr(EPOCHS_RUN, len(history))
+    trial.set_user_attr(LEARNING_CURVE, [vars(r) for r in history])
     if history:
         best = min(history, key=lambda r: r.val_loss)
-        trial.set_user_attr("best_val_loss", best.val_loss)
-        trial.set_user_attr("best_epoch", best.epoch)
+        trial.set_user_attr(BEST_VAL_LOSS, best.val_loss)
+        trial.set_user_attr(BEST_EPOCH, best.epoch)
 
 
 def record_result(trial: Trial, result: TrainResult) -> None:
-    trial.set_user_attr("baseline_val_loss", result.baseline_val_loss)
+    trial.set_user_attr(BASELINE_VAL_LOSS, result.baseline_val_loss)
     if result.val_auc is not None:
-        trial.set_user_attr("val_auc", result.val_auc)
+        trial.set_user_attr(VAL_AUC, result.val_auc)

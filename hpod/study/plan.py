@@ -22,7 +22,9 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpod.errors import HpodError
 from hpod.job import JobSpec, SearchSpec
-from hpod.state import StateDir, open_storage
+from hpod.records import FORCED_EXTREME, N_TRIALS
+from hpod.state import StateDir
+from hpod.storage import open_storage
 from hpod.study.budget import format_budget
 from hpod.study.pruners import make_pruner
 from hpod.study.sampler import VariationSampler
@@ -108,7 +110,9 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage, salt
             study.set_user_attr(key, value)
         if search.forced_extremes:
             for arch in extremes([e for e in plan.grid if e.arch.key not in plan.excluded]):
-                study.enqueue_trial({"arch": arch.key}, user_attrs={"forced_extreme": True})
+                study.enqueue_trial({"arch": arch.key}, user_attrs={FORCED_EXTREME: True})
+    elif study.user_attrs.get(N_TRIALS) != search.n_trials:  # re-enqueued with another --trials:
+        study.set_user_attr(N_TRIALS, search.n_trials)  # the report judges against the target worked to
     return study
 
 
@@ -118,7 +122,7 @@ def study_attrs(plan: StudyPlan) -> dict:
         "horizon": plan.horizon,
         "job_name": plan.job.name,
         "job_text": plan.job.text,
-        "n_trials": plan.job.search.n_trials,
+        N_TRIALS: plan.job.search.n_trials,
         "grid_size": len(plan.grid),
     }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpod.records import WIDENED
+from hpod.records import SOURCE_TRIAL, WIDENED
 from hpod.study.plan import FINISHED, StudyPlan
 from hpod.study.sampler import VariationSampler
 
@@ -38,7 +38,7 @@ def open_seed_study(plan: StudyPlan, storage, best: FrozenTrial) -> optuna.Study
     if not study.user_attrs:
         search_attrs = optuna.load_study(study_name=plan.name, storage=storage).user_attrs
         study.set_user_attr(SEEDS_OF, plan.name)
-        study.set_user_attr("trial", best.number)
+        study.set_user_attr(SOURCE_TRIAL, best.number)
         if WIDENED in search_attrs:  # the best's values may lie in a range an import widened
             study.set_user_attr(WIDENED, search_attrs[WIDENED])
     top_up(study, best.params, plan.job.search.final_seeds)

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -27,26 +28,25 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from hpod.errors import HpodError
 from hpod.guard.sensors import Readings, default_readers, read_all
 from hpod.state import StateDir, is_damage
+from hpod.study.duration import short_duration
 from hpod.supervisor.backup import BACKUP_EVERY_S, back_up
 from hpod.supervisor.events import announce, job_commands
 from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch, judge
 from hpod.supervisor.held_job import DONE, HeldJob, Running, Verdict, failure
 from hpod.supervisor.hosts import DEFAULT_GRACE_S
-from hpod.supervisor.job_row import check_crashes
 from hpod.supervisor.liveness import host_name, is_dead, process_id
+from hpod.supervisor.messages import FINAL, Outcome, Phase, Report, ReportKind, Task
 from hpod.supervisor.outage import OUTAGE_LIMIT_S, patient_queue
 from hpod.supervisor.queue import Queue
+from hpod.supervisor.rows import ENDED, Control, JobState, QueuedJob
 from hpod.supervisor.slots import Slot, make_slots
-from hpod.supervisor.status import ENDED, short_duration
 from hpod.supervisor.systemd import notify, ping_watchdog
 from hpod.supervisor.trials import fail_if_running
 from hpod.supervisor.window import Pauses, Window
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STOP_EXTEND_USEC = 5 * 60 * 1_000_000  # ask systemd for time to finish a step and checkpoint
 CONTROL_CHECK_S = 2.0
-STARTUP_LIMIT_S = 1800.0  # silence allowed before a worker trains (imports, data, memory probe)
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,15 @@ class DaemonOptions:
     on_event: str | None = None  # the operator's event command; job files' `on_event` too when allowed:
     allow_job_commands: bool = False
     outage_limit_s: float = OUTAGE_LIMIT_S  # a storage away this long fails the job
+    queue_path: Path | None = None  # None: the state directory's (`hpod run` keeps a private one)
+    on_report: Callable[[HeldJob, Report], None] | None = None  # `hpod run`'s progress display
 
 
 class Daemon:
     def __init__(self, state: StateDir, options: DaemonOptions = DaemonOptions()):
         self.state, self.options = state, options
-        self.queue = patient_queue(state, options.outage_limit_s)
+        self.queue_path = state.queue_db if options.queue_path is None else options.queue_path
+        self.queue = patient_queue(self.queue_path, options.outage_limit_s)
         self.owner = process_id()
         self.slots = make_slots(options.workers, options.devices)
         self.stop = threading.Event()
@@ -79,7 +82,7 @@ class Daemon:
         self.readings: Readings = {}
         self.held: list[HeldJob] = []  # in claim order: the first gets free slots first
         self.held_lock = threading.Lock()
-        self.controls: dict[int, str | None] = {}  # `hpod pause` and `hpod cancel` of held jobs
+        self.controls: dict[int, Control | None] = {}  # `hpod pause` and `hpod cancel` of held jobs
         self.tended = 0.0  # when the jobs were last settled and the slots filled
         self.changed = True  # a worker started or ended since: settle and fill at once
         self.queue_empty = False  # the last claim found nothing
@@ -98,7 +101,7 @@ class Daemon:
 
     def run(self) -> int:
         """Work until stopped (or, with until_idle, until nothing is left); returns the exit code."""
-        self.install_signals()
+        restore = self.install_signals()
         revived = self.queue.interrupt_dead_owners(is_dead)
         if revived:
             log.info("jobs %s were held by a daemon that died; they resume first", revived)
@@ -116,6 +119,7 @@ class Daemon:
             scheduler.shutdown(wait=False)
             self.queue.unregister_daemon(self.owner)
             self.state.stop_file.unlink(missing_ok=True)
+            restore()
             log.info("daemon stopped")
         return self.exit_code
 
@@ -142,19 +146,27 @@ class Daemon:
             self.stop.wait(self.options.idle_poll_s if not self.held else CONTROL_CHECK_S / 4)
         return True
 
-    def install_signals(self) -> None:
+    def install_signals(self) -> Callable[[], None]:
+        """SIGTERM and SIGINT stop it gracefully (a second SIGINT at once); returns what puts the
+        process's own handlers back (`hpod run` goes on after the daemon's loop)."""
+
         def on_signal(signum, frame) -> None:
             if signum == signal.SIGINT and self.stop.is_set():
                 self.abort.set()
             log.info("%s: stopping after the current step", signal.Signals(signum).name)
             self.stop.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        before = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
+
+        return restore
 
     def start_scheduler(self) -> BackgroundScheduler:
         """Periodic work on its own thread and its own queue connection."""
-        beat_queue = patient_queue(self.state, self.options.outage_limit_s)
+        beat_queue = patient_queue(self.queue_path, self.options.outage_limit_s)
         scheduler = BackgroundScheduler(job_defaults={"misfire_grace_time": 30, "coalesce": True, "max_instances": 1})
         scheduler.add_job(self.check_sentinel, "interval", seconds=1)
         scheduler.add_job(self.sample_readings, "interval", seconds=self.options.readings_s)
@@ -236,13 +248,12 @@ class Daemon:
 
     def claim(self) -> HeldJob | None:
         """Claim the next job and hold it; a job that cannot even be opened fails at once."""
-        while (row := self.queue.claim(self.owner, self.options.lease_s)) is not None:
-            log.info("job %d (%s): claimed, attempt %d", row["id"], row["study_name"], row["attempts"])
+        while (queued := self.queue.claim(self.owner, self.options.lease_s)) is not None:
+            log.info("job %d (%s): claimed, attempt %d", queued.id, queued.study_name, queued.attempts)
             try:
-                check_crashes(row)
-                job = HeldJob(row, self.state, self.options.outage_limit_s)
+                job = HeldJob(queued, self.state, self.options.outage_limit_s)
             except Exception as exc:
-                self.end(row, failure(exc))
+                self.end(queued, failure(exc))
                 continue
             with self.held_lock:
                 self.held.append(job)
@@ -257,7 +268,7 @@ class Daemon:
         except Exception as exc:
             if is_damage(exc):  # not the job's fault: it waits, queued, for `hpod doctor --restore`
                 self.on_damage(exc)
-                job.ending = ("interrupted", None)
+                job.ending = (JobState.INTERRUPTED, None)
             elif job.meet_error(exc):  # an outage began: it waits, and says so
                 self.queue.record_progress(job.id, self.owner, waiting=job.outage.describe())
             return None
@@ -273,7 +284,7 @@ class Daemon:
         """Advance the job's phase, fail the trials of silent hosts, release it once it has ended."""
         if job.waiting and time.monotonic() >= job.retry_at and self.guarded(job, job.reach):
             self.queue.record_progress(job.id, self.owner, waiting=None)
-        run_s = job.row["run_s"] + time.monotonic() - job.started
+        run_s = job.queued.run_s + time.monotonic() - job.started
         self.guarded(job, lambda: job.check(self.stop.is_set(), self.controls.get(job.id), run_s))
         self.guarded(job, lambda: job.fail_silent_hosts(self.options.host_grace_s))
         verdict = job.result()
@@ -282,35 +293,30 @@ class Daemon:
             self.extend_leases(self.queue, [job])
             with self.held_lock:
                 self.held.remove(job)
-            self.end(job.row, verdict)
+            self.end(job.queued, verdict)
 
-    def end(self, row: dict, verdict: Verdict) -> None:
+    def end(self, job: QueuedJob, verdict: Verdict) -> None:
         state, note = verdict
-        self.queue.release(row["id"], self.owner, state, note)
+        self.queue.release(job.id, self.owner, state, note)
         back_up(self.state)  # a job boundary: what it did is in the backups
-        log.info("job %d (%s): %s%s", row["id"], row["study_name"], state, f" ({note})" if note else "")
+        log.info("job %d (%s): %s%s", job.id, job.study_name, state, f" ({note})" if note else "")
         if state in ENDED:
-            self.announce(row["id"], state, note)
+            self.announce(job.id, state, note)
 
     def announce(self, job_id: int, state: str, reason: str | None) -> None:
-        """The event command, with the job as its row stands now (its best loss included)."""
-        row = self.queue.job(job_id)
-        announce(job_commands(row, self.options.on_event, self.options.allow_job_commands), row, state, reason)
+        """The event command, with the job as it stands now (its best loss included)."""
+        job = self.queue.job(job_id)
+        announce(job_commands(job, self.options.on_event, self.options.allow_job_commands), job, state, reason)
 
-    def start_worker(self, job: HeldJob, task: tuple[str, int | None], slot: Slot) -> None:
+    def start_worker(self, job: HeldJob, task: tuple[Phase, int | None], slot: Slot) -> None:
         phase, resume = task
         worker = TrialProcess(
-            {
-                "job": job.row,
-                "state_root": str(self.state.root),
-                "resume": resume,
-                "guard": self.options.guard,
-                "phase": phase,
-                "target": job.target if job.may_race(len(self.slots)) else None,
-                "slot": slot.task(),
-                "outage_limit_s": self.options.outage_limit_s,
-            }
-        )
+            Task(
+                job.queued, str(self.state.root), phase, slot, resume=resume, guard=self.options.guard,
+                target=job.target if job.may_race(len(self.slots)) else None,
+                outage_limit_s=self.options.outage_limit_s,
+            )
+        )  # fmt: skip
         job.running.append(Running(job, job.study, phase, slot, worker, WorkerWatch(resume)))
 
     def watch(self, running: list[Running]) -> None:
@@ -325,47 +331,29 @@ class Daemon:
                 self.reap(run)
 
     def steer(self, run: Running) -> None:
-        """Pass stops and pauses to the worker; kill it when it hangs or on a second SIGINT."""
-        worker, watch = run.worker, run.watch
         halted = self.stop.is_set() or self.controls.get(run.job.id) is not None or run.job.ending not in (None, DONE)
-        if self.abort.is_set() and watch.killed is None:
-            watch.killed = "stopped at once by a second SIGINT"
-            worker.kill()
-        elif halted and not watch.stop_sent:
-            worker.send("stop")
-            watch.stop_sent = True
-            notify(f"EXTEND_TIMEOUT_USEC={STOP_EXTEND_USEC}")
-        paused = self.pauses.reason is not None
-        if paused != watch.paused:
-            worker.send("pause" if paused else "resume")
-            watch.paused = paused
-            log.info("trial %s %s", watch.number, f"paused: {self.pauses.reason}" if paused else "resumed")
-        silent_s = time.monotonic() - worker.last_report
-        limit = self.options.hang_s if watch.training else max(self.options.hang_s, STARTUP_LIMIT_S)
-        paused = paused or run.trial_pause is not None  # it waits for its guard or storage, and said so
-        if not paused and silent_s > limit and watch.killed is None:
-            watch.killed = f"no progress for {silent_s:.0f} s (hang limit {limit:g} s); killed"
-            worker.kill()
-        elif paused or silent_s < limit:
-            ping_watchdog()
+        run.steer(halted, self.abort.is_set(), self.pauses.reason, self.options.hang_s)
 
-    def on_report(self, run: Running, report: dict) -> None:
-        kind, watch, job_id = report["kind"], run.watch, run.job.id
-        if "trial" in report and report["trial"] is not None:
-            watch.number = report["trial"]
+    def on_report(self, run: Running, report: Report) -> None:
+        kind, watch, job_id = report.kind, run.watch, run.job.id
+        if report.trial is not None:
+            watch.number = report.trial
         fields = watch.progress(report)
         if fields is not None:
             self.queue.record_progress(job_id, self.owner, current_trial=watch.number, **fields)
-        if kind == "epoch":
-            notify(f"STATUS=job {job_id} {run.job.name}: trial {watch.number} epoch {report['epoch']}")
-        elif kind in ("paused", "resumed"):
-            run.trial_pause = (report["reason"], report["since"]) if kind == "paused" else None
-            if kind == "paused":
-                self.announce(job_id, "paused", report["reason"])
-            log.info("trial %s %s", watch.number, f"paused: {report['reason']}" if kind == "paused" else "resumed")
+        if kind == ReportKind.EPOCH:
+            notify(f"STATUS=job {job_id} {run.job.name}: trial {watch.number} epoch {report.epoch}")
+        elif kind in (ReportKind.PAUSED, ReportKind.RESUMED):
+            paused = kind == ReportKind.PAUSED
+            run.trial_pause = (report.reason, report.since) if paused else None
+            if paused:
+                self.announce(job_id, JobState.PAUSED, report.reason)
+            log.info("trial %s %s", watch.number, f"paused: {report.reason}" if paused else "resumed")
             self.publish(self.queue)
-        elif kind in ("finished", "interrupted", "error", "crashed"):
+        elif kind in FINAL:
             watch.final = report
+        if self.options.on_report is not None:
+            self.options.on_report(run.job, report)
 
     def reap(self, run: Running) -> None:
         """A worker has exited: read what it left, judge its trial, free its slot."""
@@ -377,14 +365,16 @@ class Daemon:
         if run.trial_pause is not None:  # a worker killed while paused never said it resumed
             self.publish(self.queue)
         outcome = judge(run.watch, code, run.worker.peak_rss, self.abort.is_set(), run.worker.oom_kills())
-        if outcome.state == "INTERRUPTED" and self.controls.get(run.job.id) == "cancel" and not self.stop.is_set():
-            outcome = TrialOutcome(outcome.number, "FAIL", "cancelled (hpod cancel)")  # it will never resume
-        if outcome.state == "FAIL" and outcome.number is not None and run.study is not None:
+        cancelled = self.controls.get(run.job.id) == Control.CANCEL and not self.stop.is_set()
+        if outcome.state == Outcome.INTERRUPTED and cancelled:
+            outcome = TrialOutcome(outcome.number, Outcome.FAIL, "cancelled (hpod cancel)")  # it will never resume
+        if outcome.state == Outcome.FAIL and outcome.number is not None and run.study is not None:
             self.guarded(run.job, lambda: fail_if_running(run.study, outcome.number, outcome.reason, self.state))
-        if outcome.state in ("FAIL", "LOST") or (run.phase == "evaluate" and outcome.state != "EVALUATED"):
+        failed = outcome.state in (Outcome.FAIL, Outcome.LOST)
+        if failed or (run.phase == Phase.EVALUATE and outcome.state != Outcome.EVALUATED):
             self.record_failure(run, outcome)
         self.guarded(run.job, lambda: run.job.record(outcome))
-        if run.phase == "search" and outcome.state not in ("INTERRUPTED", "SURPLUS", "LOST"):
+        if run.phase == Phase.SEARCH and outcome.state not in (Outcome.INTERRUPTED, Outcome.SURPLUS, Outcome.LOST):
             self.record_progress(run.job)
 
     def record_failure(self, run: Running, outcome: TrialOutcome) -> None:

@@ -13,31 +13,31 @@ import subprocess
 import threading
 
 from hpod.errors import HpodError
-from hpod.job import parse_job
+from hpod.supervisor.rows import QueuedJob
 
 log = logging.getLogger(__name__)
 EVENT_TIMEOUT_S = 120
 
 
-def job_commands(row: dict, default: str | None, allow_job: bool) -> list[str]:
+def job_commands(job: QueuedJob, default: str | None, allow_job: bool) -> list[str]:
     """The daemon's command, and the job file's `on_event` only where the daemon's operator allows
     job files to run commands (`hpod daemon --allow-job-commands`): a job file is data, and one
     from a colleague must not run a shell command on this machine unasked."""
     try:
-        own = parse_job(row["job_text"], source=row["study_name"]).on_event
+        own = job.spec.on_event
     except HpodError:  # a job whose file no longer parses still gets the daemon's command
         own = None
     if own is not None and not allow_job:
-        log.warning("job %s: its job file's on_event is not run (the daemon lacks --allow-job-commands)", row["id"])
+        log.warning("job %s: its job file's on_event is not run (the daemon lacks --allow-job-commands)", job.id)
     return [c for c in (default, own if allow_job else None) if c]
 
 
-def event_env(row: dict, state: str, reason: str | None) -> dict[str, str]:
-    best = row.get("best_value")
+def event_env(job: QueuedJob, state: str, reason: str | None) -> dict[str, str]:
+    best = job.best_value
     return {
-        "HPOD_JOB_ID": str(row["id"]),
-        "HPOD_STUDY": row["study_name"],
-        "HPOD_STATE": state,
+        "HPOD_JOB_ID": str(job.id),
+        "HPOD_STUDY": job.study_name,
+        "HPOD_STATE": str(state),
         "HPOD_BEST_LOSS": "" if best is None else repr(best),
         "HPOD_REASON": reason or "",
     }
@@ -70,8 +70,8 @@ def run_command(command: str, env: dict[str, str], timeout_s: float = EVENT_TIME
     return process.returncode
 
 
-def announce(commands: list[str], row: dict, state: str, reason: str | None = None) -> None:
+def announce(commands: list[str], job: QueuedJob, state: str, reason: str | None = None) -> None:
     """Run the event commands for this job and state in the background."""
     for command in commands:
-        thread = threading.Thread(target=run_command, args=(command, event_env(row, state, reason)), name="event")
+        thread = threading.Thread(target=run_command, args=(command, event_env(job, state, reason)), name="event")
         thread.start()  # not a daemon thread: a daemon exiting waits for its last event to be told

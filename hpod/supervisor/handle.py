@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import select
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 import psutil
 
 from hpod.guard.sensors import oom_kills
+from hpod.supervisor.messages import Command, Outcome, Phase, Report, ReportKind, Task
 
 log = logging.getLogger(__name__)
 STEP_RECORD_S = 5.0  # how often a running trial's step progress goes to the queue
@@ -26,14 +26,14 @@ STEP_RECORD_S = 5.0  # how often a running trial's step progress goes to the que
 @dataclass
 class TrialOutcome:
     number: int | None
-    state: str  # COMPLETE, PRUNED, FAIL, INTERRUPTED, LOST (before its trial) or ERROR (the job is bad)
+    state: Outcome
     reason: str | None = None
 
-    def describe(self, phase: str) -> str:
+    def describe(self, phase: Phase) -> str:
         """The failure as `hpod status` shows it: which trial or worker, when, and why."""
         what = f"{phase} trial {self.number}" if self.number is not None else f"a {phase} worker"
-        what += " (before its trial began)" if self.state == "LOST" else ""
-        what = "the evaluation" if phase == "evaluate" else what
+        what += " (before its trial began)" if self.state == Outcome.LOST else ""
+        what = "the evaluation" if phase == Phase.EVALUATE else what
         return f"{what} failed at {dt.datetime.now():%H:%M}: {self.reason}"
 
 
@@ -42,35 +42,34 @@ class WorkerWatch:
     """What the daemon knows of a running worker."""
 
     number: int | None
-    control: str | None = None
     stop_sent: bool = False
     paused: bool = False
     killed: str | None = None
-    final: dict | None = None
+    final: Report | None = None
     epoch_steps: int | None = None  # the trial's optimizer steps per epoch, from its setup report
     first_step: tuple[float, int] | None = None  # (when, global step) of the first step report
     written: float = 0.0  # when the step progress last went to the queue
     training: bool = False  # it has reported its set-up or a step: the hang limit applies from here
 
-    def progress(self, report: dict) -> dict | None:
+    def progress(self, report: Report) -> dict | None:
         """The queue fields a report updates for `hpod status` (step progress every few seconds,
         for the ETA it gives before any trial has finished); None when it updates none."""
-        kind = report["kind"]
-        self.training = self.training or kind in ("setup", "epoch") or (kind == "step" and report["step"] >= 0)
-        if kind == "epoch":  # an epoch ended: evidence that this hold made progress (schema.DEATH)
-            return {"current_epoch": report["epoch"], "advanced": time.time()}
-        if kind == "started":
+        kind, stepped = report.kind, report.kind == ReportKind.STEP and report.step >= 0
+        self.training = self.training or kind in (ReportKind.SETUP, ReportKind.EPOCH) or stepped
+        if kind == ReportKind.EPOCH:  # an epoch ended: evidence that this hold made progress (schema.DEATH)
+            return {"current_epoch": report.epoch, "advanced": time.time()}
+        if kind == ReportKind.STARTED:
             return {"current_epoch": None, "current_step": None, "step_s": None}
-        if kind == "setup":
-            self.epoch_steps = report["steps"]
-            return {"trial_epochs": report["epochs"], "epoch_steps": report["steps"], "step_s": None}
-        if kind != "step" or report["step"] < 0:  # step -1: a keep-alive before the first step
+        if kind == ReportKind.SETUP:
+            self.epoch_steps = report.steps
+            return {"trial_epochs": report.epochs, "epoch_steps": report.steps, "step_s": None}
+        if not stepped:  # step -1: a keep-alive before the first step
             return None
-        step_s = self.step_seconds(report["epoch"], report["step"])
+        step_s = self.step_seconds(report.epoch, report.step)
         if time.monotonic() - self.written < STEP_RECORD_S:
             return None
         self.written = time.monotonic()
-        return {"current_epoch": report["epoch"], "current_step": report["step"], "step_s": step_s}
+        return {"current_epoch": report.epoch, "current_step": report.step, "step_s": step_s}
 
     def step_seconds(self, epoch: int, step: int) -> float | None:
         """Seconds per optimizer step measured since this worker's first step report (a resumed
@@ -88,7 +87,7 @@ class WorkerWatch:
 class TrialProcess:
     """The daemon's handle on one worker: start it, talk to it, watch it."""
 
-    def __init__(self, task: dict):
+    def __init__(self, task: Task):
         read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hpod.supervisor.worker", str(write_fd)],
@@ -102,21 +101,24 @@ class TrialProcess:
         self.peak_rss = 0
         self.last_report = time.monotonic()
         self.oom_kills_before = oom_kills()
-        self.send(json.dumps(task))
+        self.write(task.encode())
 
     def oom_kills(self) -> int | None:
         """OOM kills the kernel counted since this worker started (any process's: a hint)."""
         now = oom_kills()
         return None if now is None or self.oom_kills_before is None else now - self.oom_kills_before
 
-    def send(self, line: str) -> None:
+    def send(self, command: Command) -> None:
+        self.write(command)
+
+    def write(self, line: str) -> None:
         try:
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):
             pass  # the worker is gone; its exit status tells why
 
-    def reports(self, timeout: float) -> list[dict]:
+    def reports(self, timeout: float) -> list[Report]:
         """Reports that arrive within `timeout` seconds; also samples the worker's RSS."""
         self.sample_rss()
         ready, _, _ = select.select([self.reports_fd], [], [], timeout)
@@ -126,7 +128,7 @@ class TrialProcess:
         *lines, self.buffer = self.buffer.split(b"\n")
         if lines:
             self.last_report = time.monotonic()
-        return [json.loads(line) for line in lines if line.strip()]
+        return [Report.decode(line) for line in lines if line.strip()]
 
     def sample_rss(self) -> None:
         with contextlib.suppress(psutil.Error):
@@ -138,12 +140,12 @@ class TrialProcess:
     def kill(self) -> None:
         self.proc.kill()
 
-    def finish(self) -> tuple[int, list[dict]]:
+    def finish(self) -> tuple[int, list[Report]]:
         """Wait for the worker to exit; its exit code and the reports it left in the pipe."""
         code = self.proc.wait()
         while chunk := os.read(self.reports_fd, 1 << 16):
             self.buffer += chunk
-        reports = [json.loads(line) for line in self.buffer.split(b"\n") if line.strip()]
+        reports = [Report.decode(line) for line in self.buffer.split(b"\n") if line.strip()]
         self.buffer = b""
         os.close(self.reports_fd)
         with contextlib.suppress(BrokenPipeError):
@@ -165,18 +167,18 @@ def describe_exit(code: int, peak_rss: int, oom_kills: int | None = None) -> str
 
 def judge(watch: WorkerWatch, code: int, peak_rss: int, aborted: bool, oom_kills: int | None = None) -> TrialOutcome:
     """What a worker's end means for its trial: what it reported last, else why it died."""
-    final = watch.final or {}
-    if final.get("kind") == "finished":
-        return TrialOutcome(watch.number, final["state"], final.get("reason"))
-    if final.get("kind") == "interrupted" or (aborted and watch.killed):
-        return TrialOutcome(watch.number, "INTERRUPTED")
-    if final.get("kind") == "error":
-        return TrialOutcome(None, "ERROR", final["message"])
-    if final.get("kind") == "crashed":  # an exception outside a trial; the worker wrote its traceback
-        log.warning("trial %s: %s", watch.number, final["reason"])
-        return TrialOutcome(watch.number, "FAIL", final["reason"])
+    final = None if watch.final is None else watch.final.kind
+    if final == ReportKind.FINISHED:
+        return TrialOutcome(watch.number, watch.final.outcome, watch.final.reason)
+    if final == ReportKind.INTERRUPTED or (aborted and watch.killed):
+        return TrialOutcome(watch.number, Outcome.INTERRUPTED)
+    if final == ReportKind.ERROR:
+        return TrialOutcome(None, Outcome.ERROR, watch.final.reason)
+    if final == ReportKind.CRASHED:  # an exception outside a trial; the worker wrote its traceback
+        log.warning("trial %s: %s", watch.number, watch.final.reason)
+        return TrialOutcome(watch.number, Outcome.FAIL, watch.final.reason)
     reason = watch.killed or describe_exit(code, peak_rss, oom_kills)
     log.warning("trial %s: %s", watch.number, reason)
     if watch.number is None:  # it died before its trial began: no trial failed, the slot starts another
-        return TrialOutcome(None, "LOST", reason)
-    return TrialOutcome(watch.number, "FAIL", reason)
+        return TrialOutcome(None, Outcome.LOST, reason)
+    return TrialOutcome(watch.number, Outcome.FAIL, reason)

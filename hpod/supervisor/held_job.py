@@ -13,21 +13,26 @@ from optuna.trial import TrialState
 
 from hpod.errors import HpodError
 from hpod.records import BASELINES
-from hpod.state import StateDir, StorageUnreachable, is_unreachable, open_storage
+from hpod.state import StateDir
+from hpod.storage import StorageUnreachable, is_unreachable, open_storage
 from hpod.study.plan import FINISHED, best_trial, finished_count, open_study
 from hpod.study.seeds import open_seed_study
 from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch
 from hpod.supervisor.hosts import fail_silent_trials
-from hpod.supervisor.job_row import plan_from_row
+from hpod.supervisor.messages import Command, Outcome, Phase
 from hpod.supervisor.outage import OUTAGE_LIMIT_S, Outage
+from hpod.supervisor.rows import Control, JobState, QueuedJob
 from hpod.supervisor.slots import Slot
+from hpod.supervisor.systemd import notify, ping_watchdog
 from hpod.supervisor.trials import check_failures, drop_failed_checkpoints, orphans, wait_for_old_workers
 
 log = logging.getLogger(__name__)
-Verdict = tuple[str, str | None]  # the job's end state and its note
-DONE: Verdict = ("done", None)
+Verdict = tuple[JobState, str | None]  # the job's end state and its note
+DONE: Verdict = (JobState.DONE, None)
 SILENCE_CHECK_S = 15.0  # how often a held study is searched for trials of silent hosts
 LOST_LIMIT = 10  # workers in a row dying before their trial began (killed at start-up) fail the job
+STARTUP_LIMIT_S = 1800.0  # silence allowed before a worker trains (imports, data, memory probe)
+STOP_EXTEND_USEC = 5 * 60 * 1_000_000  # ask systemd for time to finish a step and checkpoint
 
 
 @dataclass
@@ -36,19 +41,46 @@ class Running:
 
     job: HeldJob
     study: optuna.Study | None  # None for the evaluation, which runs no trial
-    phase: str
+    phase: Phase
     slot: Slot
     worker: TrialProcess
     watch: WorkerWatch
     trial_pause: tuple[str, float] | None = None  # the worker's guard: (reason, since)
 
+    def steer(self, halted: bool, abort: bool, pause: str | None, hang_s: float) -> None:
+        """Pass a stop and the daemon's pause to the worker; kill it when it hangs (silent past
+        the hang limit while not paused) or on a second SIGINT."""
+        worker, watch = self.worker, self.watch
+        if abort and watch.killed is None:
+            watch.killed = "stopped at once by a second SIGINT"
+            worker.kill()
+        elif halted and not watch.stop_sent:
+            worker.send(Command.STOP)
+            watch.stop_sent = True
+            notify(f"EXTEND_TIMEOUT_USEC={STOP_EXTEND_USEC}")
+        paused = pause is not None
+        if paused != watch.paused:
+            worker.send(Command.PAUSE if paused else Command.RESUME)
+            watch.paused = paused
+            log.info("trial %s %s", watch.number, f"paused: {pause}" if paused else "resumed")
+        silent_s = time.monotonic() - worker.last_report
+        limit = hang_s if watch.training else max(hang_s, STARTUP_LIMIT_S)
+        paused = paused or self.trial_pause is not None  # it waits for its guard or storage, and said so
+        if not paused and silent_s > limit and watch.killed is None:
+            watch.killed = f"no progress for {silent_s:.0f} s (hang limit {limit:g} s); killed"
+            worker.kill()
+        elif paused or silent_s < limit:
+            ping_watchdog()
+
 
 @dataclass
 class HeldJob:
-    row: dict
+    """The job as claimed (`queued`, which holds its target), and where it stands in this hold."""
+
+    queued: QueuedJob
     state: StateDir
     outage_limit_s: float = OUTAGE_LIMIT_S
-    phase: str = "search"  # search → seeds → evaluate → ended
+    phase: Phase = Phase.SEARCH
     note: str | None = None  # the search's verdict note (a timeout), kept for the job's end
     failures: int = 0
     lost: int = 0  # workers in a row that died before their trial began
@@ -61,14 +93,15 @@ class HeldJob:
     reachable_since: float = float("-inf")  # when its storage answered again after an outage
 
     def __post_init__(self) -> None:
-        self.plan = plan_from_row(self.row)
-        self.outage = Outage.of_storage(self.state.storage_url(self.row["storage"]), self.outage_limit_s)
-        self.storage, self.search, self.study, self.target = None, None, None, self.row["n_trials"]
+        check_crashes(self.queued)
+        self.plan = self.queued.plan
+        self.outage = Outage.of_storage(self.state.storage_url(self.queued.storage), self.outage_limit_s)
+        self.storage, self.search, self.study = None, None, None
 
     def open(self) -> None:
         """Open its storage and study; the daemon tries again, later, while the storage is away."""
         self.state.refuse_links(self.name)
-        self.storage = open_storage(self.state.storage_url(self.row["storage"]))
+        self.storage = open_storage(self.state.storage_url(self.queued.storage))
         self.search = self.study = open_study(self.plan, self.storage)
         wait_for_old_workers(self.search)
         drop_failed_checkpoints(self.search, self.state.checkpoints)
@@ -94,7 +127,7 @@ class HeldJob:
         try:
             self.retry_at = time.monotonic() + self.outage.failed(exc)
         except StorageUnreachable as gone:
-            self.ending = "failed", str(gone)
+            self.ending = JobState.FAILED, str(gone)
             return False
         return began
 
@@ -105,38 +138,43 @@ class HeldJob:
 
     @property
     def id(self) -> int:
-        return self.row["id"]
+        return self.queued.id
 
     @property
     def name(self) -> str:
-        return self.row["study_name"]
+        return self.queued.study_name
+
+    @property
+    def target(self) -> int:
+        """The trials this phase runs: the job's target in the search, its seed runs after."""
+        return self.plan.job.search.final_seeds if self.phase == Phase.SEEDS else self.queued.target
 
     def result(self) -> Verdict | None:
         """The job's end state once it has ended and no worker of it is left; else None."""
         if self.running or self.ending is None:
             return None
-        return self.ending if self.ending[0] != "done" or self.phase == "ended" else None
+        return self.ending if self.ending[0] != JobState.DONE or self.phase == Phase.ENDED else None
 
-    def check(self, stopping: bool, control: str | None, run_s: float) -> None:
+    def check(self, stopping: bool, control: Control | None, run_s: float) -> None:
         """Decide whether this phase may start more trials; move to the next phase once its last
         worker is done. A stop or a pause ends the job between phases too; a failure stands."""
-        if self.phase == "ended":
+        if self.phase == Phase.ENDED:
             return
         halted = self.halted(stopping, control)
-        if halted is not None and (self.ending is None or self.ending[0] == "done"):
+        if halted is not None and (self.ending is None or self.ending[0] == JobState.DONE):
             self.ending = halted
         if self.waiting or self.search is None:
             return
-        if self.ending is None and self.phase in ("search", "seeds"):
+        if self.ending is None and self.phase in (Phase.SEARCH, Phase.SEEDS):
             self.ending = self.reached(run_s)
-        if self.ending is not None and self.ending[0] == "done" and not self.running:
+        if self.ending is not None and self.ending[0] == JobState.DONE and not self.running:
             self.advance()
 
-    def halted(self, stopping: bool, control: str | None) -> Verdict | None:
+    def halted(self, stopping: bool, control: Control | None) -> Verdict | None:
         if stopping:
-            return "interrupted", None
+            return JobState.INTERRUPTED, None
         if control is not None:
-            return {"pause": "paused", "cancel": "cancelled"}[control], None
+            return control.state, None
         return None
 
     def reached(self, run_s: float) -> Verdict | None:
@@ -145,24 +183,25 @@ class HeldJob:
         finished = finished_count(self.study)
         if finished >= self.target:
             return DONE
-        timeout = self.row["timeout_s"]
+        timeout = self.queued.timeout_s
         if timeout is not None and run_s >= timeout:
-            return "done", f"timed out after {timeout / 3600:g} h with {finished}/{self.target} trials of {self.name}"
+            note = f"timed out after {timeout / 3600:g} h with {finished}/{self.target} trials of {self.name}"
+            return JobState.DONE, note
         return None
 
     def advance(self) -> None:
         """search → seeds (when the job asks for them) → evaluate; the evaluation's end ends the job."""
         best = best_trial(self.search)
-        if self.phase == "search" and self.plan.job.search.final_seeds and best is not None and self.ending == DONE:
+        if self.phase == Phase.SEARCH and self.plan.job.search.final_seeds and best is not None and self.ending == DONE:
             self.study = open_seed_study(self.plan, self.storage, best)
-            self.phase, self.target, self.failures, self.ending = "seeds", self.plan.job.search.final_seeds, 0, None
-        elif self.phase in ("search", "seeds"):
-            self.phase, self.note, self.ending = "evaluate", self.ending[1], None
+            self.phase, self.failures, self.ending = Phase.SEEDS, 0, None
+        elif self.phase in (Phase.SEARCH, Phase.SEEDS):
+            self.phase, self.note, self.ending = Phase.EVALUATE, self.ending[1], None
 
     def may_race(self, workers: int) -> bool:
         """Whether another worker or host may start a trial of this study at the same time, so a
         new trial must check that it is not surplus (a query per trial, spared otherwise)."""
-        return workers > 1 or self.row["storage"] is not None
+        return workers > 1 or self.queued.storage is not None
 
     def fail_silent_hosts(self, grace_s: float) -> None:
         """Every few seconds (at most half the grace period), fail the trials of other hosts
@@ -178,14 +217,14 @@ class HeldJob:
         self.last_silence_check = time.monotonic()
         fail_silent_trials(self.study, grace_s, self.state)
 
-    def next_task(self) -> tuple[str, int | None] | None:
+    def next_task(self) -> tuple[Phase, int | None] | None:
         """(phase, trial to resume or None for a new one) for a free slot, or None when this job
         has nothing to start now: its trials to the target are all running, or it is ending."""
         if self.ending is not None or self.waiting:
             return None
-        if self.phase == "evaluate":
-            return None if self.running else ("evaluate", None)
-        if self.phase not in ("search", "seeds"):
+        if self.phase == Phase.EVALUATE:
+            return None if self.running else (Phase.EVALUATE, None)
+        if self.phase not in (Phase.SEARCH, Phase.SEEDS):
             return None
         trials = self.study.get_trials(deepcopy=False)
         resuming = {r.watch.number for r in self.running}
@@ -195,7 +234,7 @@ class HeldJob:
         live = sum(t.state in (*FINISHED, TrialState.RUNNING) for t in trials)
         if live + self.starting() >= self.target:
             return None
-        if self.phase == "seeds":
+        if self.phase == Phase.SEEDS:
             self.study = open_seed_study(self.plan, self.storage, best_trial(self.search))  # tops up failed runs
         return self.phase, None
 
@@ -206,23 +245,24 @@ class HeldJob:
     def record(self, outcome: TrialOutcome) -> None:
         """What one worker's end means for the job: the evaluation's end ends it, an ERROR fails
         it, and so does a run of failed trials."""
-        if self.phase == "evaluate":
-            if outcome.state != "EVALUATED":
+        if self.phase == Phase.EVALUATE:
+            if outcome.state != Outcome.EVALUATED:
                 log.warning("%s: evaluation failed (%s); the report lacks its test column", self.name, outcome.reason)
-            self.phase, self.ending = "ended", ("done", self.note)
-        elif outcome.state == "ERROR":
-            self.ending = "failed", outcome.reason
-        elif outcome.state == "LOST":  # restarted, unless workers keep dying before they begin
+            self.phase, self.ending = Phase.ENDED, (JobState.DONE, self.note)
+        elif outcome.state == Outcome.ERROR:
+            self.ending = JobState.FAILED, outcome.reason
+        elif outcome.state == Outcome.LOST:  # restarted, unless workers keep dying before they begin
             self.lost += 1
             if self.lost >= LOST_LIMIT:
-                self.ending = "failed", f"{self.lost} workers in a row died before their trial began ({outcome.reason})"
-        elif outcome.state not in ("INTERRUPTED", "SURPLUS"):
+                why = f"{self.lost} workers in a row died before their trial began ({outcome.reason})"
+                self.ending = JobState.FAILED, why
+        elif outcome.state not in (Outcome.INTERRUPTED, Outcome.SURPLUS):
             self.lost = 0
-            self.failures = self.failures + 1 if outcome.state == "FAIL" else 0
+            self.failures = self.failures + 1 if outcome.state == Outcome.FAIL else 0
             try:
                 check_failures(self.study.study_name, self.failures, self.plan.job.search.max_failures, outcome.reason)
             except HpodError as exc:
-                self.ending = "failed", str(exc)
+                self.ending = JobState.FAILED, str(exc)
 
     def progress(self) -> dict:
         """The search's standing, for the queue row that `hpod status` reads."""
@@ -242,6 +282,17 @@ def failure(exc: Exception) -> Verdict:
     """A job's end when opening or advancing it raised: the message of an HpodError, else the
     exception's type and message (with the traceback in the log)."""
     if isinstance(exc, HpodError):
-        return "failed", str(exc)
+        return JobState.FAILED, str(exc)
     log.exception("job step failed")
-    return "failed", f"{type(exc).__name__}: {exc}"
+    return JobState.FAILED, f"{type(exc).__name__}: {exc}"
+
+
+def check_crashes(job: QueuedJob) -> None:
+    """A job whose daemon died holding it `search.max_crashes` times fails, rather than bring a
+    restarted daemon (systemd's Restart=) back into the same crash forever."""
+    limit = job.spec.search.max_crashes
+    if job.crashes >= limit:
+        raise HpodError(
+            f"the daemon holding job {job.id} died {job.crashes} times (search.max_crashes is {limit}); "
+            "failed so that restarts do not loop; re-enqueue it with --force to try again"
+        )

@@ -1,5 +1,5 @@
 """Waiting out a storage that cannot be reached or written: PostgreSQL restarting, a network
-blip, SQLite busy past its timeout, a full disk (state.is_unreachable). A study is days of
+blip, SQLite busy past its timeout, a full disk (storage.is_unreachable). A study is days of
 compute, so none of these fails a trial or a job at once: a worker's storage calls wait and
 retry with backoff, saying once that they wait; the daemon stops starting the job's trials and
 tries again later; the job fails only after OUTAGE_LIMIT_S of it."""
@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-from hpod.state import StateDir, StorageUnreachable, is_unreachable, open_storage, shown_url, unreachable_cause
+from hpod.storage import StorageUnreachable, is_unreachable, open_storage, shown_url, unreachable_cause
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.systemd import ping_watchdog
 
@@ -123,10 +124,10 @@ def open_patient_storage(url: str, outage: Outage, stop: Callable[[], None] | No
     return Patient(optuna.storages.get_storage(outage.call(lambda: open_storage(url), stop)), outage, stop)
 
 
-def patient_queue(state: StateDir, limit_s: float) -> Queue:
+def patient_queue(path: Path, limit_s: float) -> Queue:
     """The daemon's queue, whose writes wait out a full disk (or a lock held past SQLite's
     timeout) rather than killing the daemon; the watchdog hears that it waits, alive."""
-    return Patient(Queue(state.queue_db), Outage(f"queue {state.queue_db}", limit_s), ping_watchdog)
+    return Patient(Queue(path), Outage(f"queue {path}", limit_s), ping_watchdog)
 
 
 def root_error(exc: BaseException) -> str:

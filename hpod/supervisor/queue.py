@@ -27,14 +27,13 @@ from hpod.state import (
     read_only_uri,
     writable_problem,
 )
+from hpod.supervisor.rows import ACTIVE, ENDED, Control, DaemonEntry, JobState, Notice, QueuedJob
 from hpod.supervisor.schema import DEATH, DEATH_VALUE, MIGRATIONS
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 BUSY_TIMEOUT_S = 30
-STATES = ("queued", "running", "paused", "interrupted", "done", "failed", "cancelled")
-ACTIVE = ("queued", "running", "paused", "interrupted")  # a duplicate of these is refused
 CLAIM_ORDER = "state = 'queued', priority DESC, created, id"  # interrupted first, then priority, then age
 
 
@@ -139,7 +138,7 @@ class Queue:
                         )
             return [self.db["jobs"].insert({**job, "created": now}).last_pk for job in jobs]
 
-    def claim(self, owner: str, lease_s: float) -> dict | None:
+    def claim(self, owner: str, lease_s: float) -> QueuedJob | None:
         """Take the next job: interrupted ones first, then by priority and age; None if none is ready."""
         now = time.time()
         with self.transaction() as conn:
@@ -157,7 +156,7 @@ class Queue:
                 (owner, now + lease_s, now, now, now),
             )
             rows = as_dicts(cursor)
-        return rows[0] if rows else None
+        return QueuedJob.from_row(rows[0]) if rows else None
 
     def extend(self, job_id: int, owner: str, lease_s: float, held_s: float) -> bool:
         """Extend the lease of a job this owner holds; False if it holds it no more."""
@@ -168,9 +167,9 @@ class Queue:
             )
         return cursor.rowcount == 1
 
-    def release(self, job_id: int, owner: str, state: str, error: str | None = None) -> bool:
+    def release(self, job_id: int, owner: str, state: JobState, error: str | None = None) -> bool:
         """End this owner's hold on a job, leaving it in `state` (done, failed, interrupted, …)."""
-        finished = time.time() if state in ("done", "failed", "cancelled") else None
+        finished = time.time() if state in ENDED else None
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET state = ?, owner = NULL, lease_until = NULL, control = NULL, waiting = NULL, "
@@ -197,10 +196,10 @@ class Queue:
                 (trials_finished, best_value, best_arch, job_id),
             )
 
-    def control(self, job_id: int) -> str | None:
+    def control(self, job_id: int) -> Control | None:
         """What a person asked of a running job (pause or cancel), if anything."""
         row = self.conn.execute("SELECT control FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else row[0]
+        return None if row is None or row[0] is None else Control(row[0])
 
     def request(self, job_id: int, action: str) -> str:
         """Pause, resume or cancel a job; a running one is asked through `control` and acts
@@ -209,37 +208,39 @@ class Queue:
             row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise HpodError(f"no job {job_id}")
-            state = row[0]
-            new_state, control = _transition(job_id, state, action)
+            new_state, control = _transition(job_id, JobState(row[0]), action)
             if control is not None:
                 conn.execute("UPDATE jobs SET control = ? WHERE id = ?", (control, job_id))
-                return {"pause": "pausing", "cancel": "cancelling"}[control]
-            finished = time.time() if new_state == "cancelled" else None
+                return "pausing" if control is Control.PAUSE else "cancelling"
+            finished = time.time() if new_state == JobState.CANCELLED else None
             conn.execute("UPDATE jobs SET state = ?, finished = ? WHERE id = ?", (new_state, finished, job_id))
             return new_state
 
-    def jobs(self) -> list[dict]:
-        return self.rows("SELECT * FROM jobs ORDER BY id")
+    def jobs(self) -> list[QueuedJob]:
+        return self.queued_jobs("SELECT * FROM jobs ORDER BY id")
 
-    def in_claim_order(self) -> list[dict]:
+    def queued_jobs(self, sql: str, params: tuple = ()) -> list[QueuedJob]:
+        return [QueuedJob.from_row(row) for row in self.rows(sql, params)]
+
+    def in_claim_order(self) -> list[QueuedJob]:
         """The jobs held now, then those a daemon will claim, in the order it will claim them."""
-        return self.rows(
+        return self.queued_jobs(
             f"SELECT * FROM jobs WHERE state IN ('running', 'queued', 'interrupted') "
             f"ORDER BY state != 'running', {CLAIM_ORDER}"
         )
 
-    def find(self, ref: str) -> dict:
+    def find(self, ref: str) -> QueuedJob:
         """A job by id, or the latest job of a study by name."""
         if ref.isdigit():
             return self.job(int(ref))
-        rows = self.rows("SELECT * FROM jobs WHERE study_name = ? ORDER BY id DESC LIMIT 1", (ref,))
+        rows = self.queued_jobs("SELECT * FROM jobs WHERE study_name = ? ORDER BY id DESC LIMIT 1", (ref,))
         if not rows:
             raise HpodError(f"no job {ref!r}: give a job id or the name of a queued study")
         return rows[0]
 
-    def job(self, job_id: int) -> dict:
-        """The job's row; an error names a job that does not exist (SQLite ids fit in 63 bits)."""
-        rows = self.rows("SELECT * FROM jobs WHERE id = ?", (job_id,)) if 0 < job_id < 2**63 else []
+    def job(self, job_id: int) -> QueuedJob:
+        """The job; an error names a job that does not exist (SQLite ids fit in 63 bits)."""
+        rows = self.queued_jobs("SELECT * FROM jobs WHERE id = ?", (job_id,)) if 0 < job_id < 2**63 else []
         if not rows:
             raise HpodError(f"no job {job_id}")
         return rows[0]
@@ -271,16 +272,16 @@ class Queue:
         with self.transaction() as conn:
             conn.execute("INSERT INTO notices (time, text) VALUES (?, ?)", (time.time(), text))
 
-    def latest_notice(self) -> dict | None:
-        rows = self.rows("SELECT time, text FROM notices ORDER BY id DESC LIMIT 1")
-        return rows[0] if rows else None
+    def latest_notice(self) -> Notice | None:
+        rows = self.conn.execute("SELECT time, text FROM notices ORDER BY id DESC LIMIT 1").fetchall()
+        return Notice(*rows[0]) if rows else None
 
     def unregister_daemon(self, owner: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM daemons WHERE owner = ?", (owner,))
 
-    def daemons(self) -> list[dict]:
-        return self.rows("SELECT * FROM daemons ORDER BY started")
+    def daemons(self) -> list[DaemonEntry]:
+        return [DaemonEntry.from_row(row) for row in self.rows("SELECT * FROM daemons ORDER BY started")]
 
     def interrupt_dead_owners(self, is_dead) -> list[int]:
         """Jobs held by a daemon that has died (kill -9, power loss) become interrupted at once,
@@ -306,18 +307,18 @@ def as_dicts(cursor: sqlite3.Cursor) -> list[dict]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _transition(job_id: int, state: str, action: str) -> tuple[str, str | None]:
+def _transition(job_id: int, state: JobState, action: str) -> tuple[JobState, Control | None]:
     """(new state, control to ask of the holding daemon) for a person's action on a job."""
     if action == "resume":
-        if state == "paused":
-            return "queued", None
+        if state == JobState.PAUSED:
+            return JobState.QUEUED, None
         raise HpodError(f"job {job_id} is {state}, not paused")
-    if state in ("done", "failed", "cancelled"):
+    if state in ENDED:
         raise HpodError(f"job {job_id} is already {state}")
-    if state == "running":
-        return state, action
+    if state == JobState.RUNNING:
+        return state, Control(action)
     if action == "pause":
-        if state == "paused":
+        if state == JobState.PAUSED:
             raise HpodError(f"job {job_id} is already paused")
-        return "paused", None
-    return "cancelled", None
+        return JobState.PAUSED, None
+    return JobState.CANCELLED, None

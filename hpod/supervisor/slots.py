@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from hpod.errors import HpodError
 
@@ -19,10 +19,6 @@ class Slot:
     device: str | None  # None: the job's own train.device
     threads: int | None  # torch's intra-op threads; None: torch's default
     share: float  # of the device's memory limit, shared with the other slots on it
-
-    def task(self) -> dict:
-        """What a worker needs of its slot (JSON)."""
-        return asdict(self)
 
 
 def parse_devices(text: str | None) -> list[str] | None:

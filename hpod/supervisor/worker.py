@@ -1,9 +1,9 @@
 """A trial's own process. The daemon starts one per trial, so that an OOM kill, a crash or a
 hang costs that trial alone.
 
-Protocol: the daemon writes a JSON task as the first line of the worker's stdin, then
-commands (`pause`, `resume`, `stop`); the worker writes JSON reports, one per line, to the
-file descriptor named on its command line. End of stdin means the daemon died: the worker
+Protocol (messages.py): the daemon writes a `Task` as the first line of the worker's stdin, then
+commands (`pause`, `resume`, `stop`); the worker writes `Report`s, one per line, to the file
+descriptor named on its command line. End of stdin means the daemon died: the worker
 exits at once, so no orphan keeps training a trial that a restarted daemon will resume.
 """
 
@@ -27,14 +27,14 @@ from hpod.guard.policy import Guard
 from hpod.guard.sensors import default_readers, read_all
 from hpod.job import guard_overrides
 from hpod.logs import plain_handler
-from hpod.records import FAIL_REASON, SURPLUS, TrialLog, failure_reason
+from hpod.records import TrialLog, failure_reason, outcome_of
 from hpod.results.evaluation import ensure_baselines, evaluate_study
 from hpod.state import StateDir
-from hpod.study.objective import Objective
+from hpod.study.objective import Objective, TrialHooks, TrialResources
 from hpod.study.plan import best_trial, open_study
 from hpod.study.seeds import SEED_OFFSET, existing_seed_study, open_seed_study
-from hpod.supervisor.job_row import plan_from_row
 from hpod.supervisor.liveness import host_name
+from hpod.supervisor.messages import Command, Outcome, Phase, Report, ReportKind, Task
 from hpod.supervisor.outage import OUTAGE_LIMIT_S, Outage, open_patient_storage
 from hpod.supervisor.trials import run_trial, write_traceback
 from hpod.trial.data import load_dataset
@@ -58,11 +58,11 @@ class Controls:
         """Apply commands from the daemon until its end of the pipe closes."""
         for line in commands:
             command = line.strip()
-            if command == "stop":
+            if command == Command.STOP:
                 self.request_stop()
-            elif command == "pause":
+            elif command == Command.PAUSE:
                 self.run.clear()
-            elif command == "resume":
+            elif command == Command.RESUME:
                 self.run.set()
         os._exit(PARENT_GONE_EXIT)
 
@@ -88,118 +88,118 @@ class Reporter:
         self.last_step = 0.0
         self.lock = threading.Lock()  # the trial's beat thread reports a storage outage too
 
-    def send(self, kind: str, **fields) -> None:
+    def send(self, kind: ReportKind, **fields) -> None:
         with self.lock:
-            self.out.write(json.dumps({"kind": kind, **fields}) + "\n")
+            self.out.write(Report(kind, **fields).encode() + "\n")
 
     def step(self, trial: int, epoch: int, step: int) -> None:
         now = time.monotonic()
         if now - self.last_step >= STEP_REPORT_INTERVAL_S:
             self.last_step = now
-            self.send("step", trial=trial, epoch=epoch, step=step)
+            self.send(ReportKind.STEP, trial=trial, epoch=epoch, step=step)
 
 
-def run_task(task: dict, controls: Controls, reporter: Reporter) -> int:
+def run_task(task: Task, controls: Controls, reporter: Reporter) -> int:
     """One trial of the task's phase: `search` (a search trial), `seeds` (a seed run of the
     search's best), or `evaluate` (the study's val and test evaluation, no trial)."""
-    row, state = task["job"], StateDir(Path(task["state_root"]))
-    slot = task.get("slot") or {}
-    if slot.get("threads") is not None:
-        torch.set_num_threads(slot["threads"])
-    plan = plan_from_row(row)
+    state, slot = StateDir(Path(task.state_root)), task.slot
+    if slot.threads is not None:
+        torch.set_num_threads(slot.threads)
+    plan = task.job.plan
     dataset = load_dataset(plan.job.data, plan.horizon)
-    url = state.storage_url(row["storage"])
+    url = state.storage_url(task.job.storage)
     storage = open_patient_storage(url, outage(url, task, reporter), controls.unless_stopped)
-    study = open_study(plan, storage, salt=f":{host_name()}:{slot.get('index', 0)}")
+    study = open_study(plan, storage, salt=f":{host_name()}:{slot.index}")
     ensure_baselines(study, dataset)
-    phase = task.get("phase", "search")
-    if phase == "evaluate":
+    if task.phase == Phase.EVALUATE:
         seeds = existing_seed_study(plan.name, storage, best_trial(study))
         evaluate_study(plan, study, dataset, state.checkpoints, seeds)
-        reporter.send("finished", trial=None, state="EVALUATED")
+        reporter.send(ReportKind.FINISHED, outcome=Outcome.EVALUATED)
         return 0
-    if phase == "seeds":
+    if task.phase == Phase.SEEDS:
         study = open_seed_study(plan, storage, best_trial(study))
-    current = {"trial": task.get("resume")}
+    current = {"trial": task.resume}
 
     def after_step(epoch: int, step: int) -> None:
         reporter.step(current["trial"], epoch, step)
         controls.checkpoint()
 
     def on_epoch(number: int, record: EpochRecord) -> None:
-        reporter.send("epoch", trial=number, epoch=record.epoch, val_loss=record.val_loss)
+        reporter.send(ReportKind.EPOCH, trial=number, epoch=record.epoch, val_loss=record.val_loss)
 
     def on_start(number: int) -> None:
         current["trial"] = number
-        reporter.send("started", trial=number)
+        reporter.send(ReportKind.STARTED, trial=number)
+
+    def on_setup(number: int, epochs: int, steps: int) -> None:
+        reporter.send(ReportKind.SETUP, trial=number, epochs=epochs, steps=steps)
 
     def on_pause(reason: str | None) -> None:
         if reason is None:
-            reporter.send("resumed", trial=current["trial"])
+            reporter.send(ReportKind.RESUMED, trial=current["trial"])
         else:
-            reporter.send("paused", trial=current["trial"], reason=reason, since=time.time())
+            reporter.send(ReportKind.PAUSED, trial=current["trial"], reason=reason, since=time.time())
 
     readers = default_readers()
-    guard_spec = guard_overrides(plan.job.guard, tuple(task.get("guard", ())))
-    objective = Objective(
-        plan,
-        dataset,
-        study.sampler,
-        on_epoch=on_epoch,
-        after_step=after_step,
+    guard_spec = guard_overrides(plan.job.guard, task.guard)
+    resources = TrialResources(
         checkpoints=state.checkpoints,
+        tracebacks=state.tracebacks,
         guard=Guard(guard_spec, lambda: read_all(readers), notify=on_pause),
         choices=ChoiceCache(state.micro_batches),
-        seed_offset=SEED_OFFSET if phase == "seeds" else 0,
-        device=slot.get("device"),
-        memory_share=slot.get("share", 1.0),
-        on_setup=lambda number, epochs, steps: reporter.send("setup", trial=number, epochs=epochs, steps=steps),
-        tracebacks=state.tracebacks,
+        seed_offset=SEED_OFFSET if task.phase == Phase.SEEDS else 0,
+        device=slot.device,
+        memory_share=slot.share,
     )
+    objective = Objective(plan, dataset, study.sampler, TrialHooks(on_epoch, after_step, on_setup), resources)
     try:
         log_file = TrialLog(state.logs / f"{study.study_name}.log")
-        frozen = run_trial(study, objective, [log_file], task.get("resume"), on_start, task.get("target"))
+        frozen = run_trial(study, objective, [log_file], task.resume, on_start, task.target)
     except Interrupted:
-        reporter.send("interrupted", trial=current["trial"])
+        reporter.send(ReportKind.INTERRUPTED, trial=current["trial"])
         return 0
-    reason = {"reason": frozen.user_attrs[FAIL_REASON]} if FAIL_REASON in frozen.user_attrs else {}
-    state_name = "SURPLUS" if frozen.user_attrs.get(SURPLUS) else frozen.state.name
-    reporter.send("finished", trial=frozen.number, state=state_name, **reason)
+    outcome, reason = outcome_of(frozen)
+    reporter.send(ReportKind.FINISHED, trial=frozen.number, outcome=Outcome(outcome), reason=reason)
     return 0
 
 
-def outage(url: str, task: dict, reporter: Reporter) -> Outage:
+def outage(url: str, task: Task, reporter: Reporter) -> Outage:
     """The worker's wait for an unreachable storage, told to the daemon as a pause (which the
     hang limit does not count) until the storage answers again."""
 
     def on_change(reason: str | None) -> None:
         if reason is None:
-            reporter.send("resumed")
+            reporter.send(ReportKind.RESUMED)
         else:
-            reporter.send("paused", reason=reason, since=time.time())
+            reporter.send(ReportKind.PAUSED, reason=reason, since=time.time())
 
-    return Outage.of_storage(url, task.get("outage_limit_s", OUTAGE_LIMIT_S), on_change)
+    limit = OUTAGE_LIMIT_S if task.outage_limit_s is None else task.outage_limit_s
+    return Outage.of_storage(url, limit, on_change)
 
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[plain_handler(sys.stderr)])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     reporter = Reporter(int(argv[0]))
-    task = json.loads(sys.stdin.readline())
+    line, task = sys.stdin.readline(), None
     controls = Controls()
     threading.Thread(target=controls.listen, args=(sys.stdin,), daemon=True).start()
     for signum in (signal.SIGTERM, signal.SIGINT):  # systemd and Ctrl-C reach the worker too
         signal.signal(signum, lambda *_: controls.request_stop())
     try:
+        task = Task.decode(line)
         return run_task(task, controls, reporter)
     except HpodError as exc:
-        reporter.send("error", message=str(exc))
+        reporter.send(ReportKind.ERROR, reason=str(exc))
         return 2
-    except Exception as exc:  # outside a trial (set-up, evaluation): the daemon records the reason
-        name = f"{task['job']['study_name']}.{task.get('phase', 'search')}-worker-{os.getpid()}"
-        path = write_traceback(StateDir(Path(task["state_root"])).tracebacks, name, exc)
+    except Exception as exc:  # outside a trial (its task, set-up, evaluation): the daemon records why
+        if task is None:  # a task it cannot read: named by what of it can be read
+            root, what = json.loads(line).get("state_root", "."), "task"
+        else:
+            root, what = task.state_root, f"{task.job.study_name}.{task.phase}"
+        path = write_traceback(StateDir(Path(root)).tracebacks, f"{what}-worker-{os.getpid()}", exc)
         log.error("worker failed: %s (traceback: %s)", failure_reason(exc), path)
-        reporter.send("crashed", reason=f"{failure_reason(exc)} (traceback: {path})")
+        reporter.send(ReportKind.CRASHED, reason=f"{failure_reason(exc)} (traceback: {path})")
         return 1
 
 

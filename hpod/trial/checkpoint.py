@@ -3,50 +3,19 @@ whole with `weights_only=True`. A kill during a write leaves the previous checkp
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
-from hpod.guard.policy import DISK_FULL
-from hpod.state import open_no_follow, refuse_link
+from hpod.state import refuse_link, write_atomic
 
 log = logging.getLogger(__name__)
-FULL_BELOW = 1 << 20  # a write that failed with less free space than this ran out of it
 
 
 def save(path: Path, state: dict) -> None:
     """Replace `path` with `state`, so that a reader sees the old file or the new, never half."""
     write_atomic(path, lambda f: torch.save(state, f))
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
-    path.parent.mkdir(mode=0o770, parents=True, exist_ok=True)  # the group's only where the umask allows (state.py)
-    refuse_link(path.parent)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with os.fdopen(open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException as exc:
-        full = shutil.disk_usage(path.parent).free < FULL_BELOW  # before the partial file goes
-        tmp.unlink(missing_ok=True)
-        if full and not (isinstance(exc, OSError) and exc.errno in DISK_FULL):  # torch says "unexpected pos"
-            raise OSError(errno.ENOSPC, f"no space left on device writing {path}") from exc
-        raise
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself must survive a power cut
-    finally:
-        os.close(directory)
 
 
 def load(path: Path) -> dict | None:

@@ -8,6 +8,7 @@ or label of one split touches the rows of the next.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -84,6 +85,27 @@ def data_shape(spec: DataSpec) -> DataShape:
 
 def bundled_path() -> Path:
     return Path(str(resources.files("hpod") / "datasets" / "sp500.csv.gz"))
+
+
+def data_file(spec: DataSpec) -> Path:
+    return bundled_path() if spec.path is None else Path(spec.path).absolute()
+
+
+def checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_unchanged(spec: DataSpec, sha256: str, what: str) -> None:
+    """A queued job trains on the data it was queued with, or fails saying why."""
+    path = data_file(spec)
+    if not path.is_file():
+        raise HpodError(f"data file {path} is gone since {what} was queued")
+    if checksum(path) != sha256:
+        raise HpodError(f"data file {path} changed since {what} was queued (sha256 differs)")
 
 
 def read_frame(spec: DataSpec) -> pd.DataFrame:

@@ -7,7 +7,6 @@ cached per (architecture, device, data shape) in the state directory.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import re
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hpod.trial import checkpoint as checkpoint_io
+from hpod.state import KeyedFile
 from hpod.trial.data import Dataset
 from hpod.trial.grid import Arch
 from hpod.trial.memory import GIB, Limit, estimate
@@ -161,31 +160,6 @@ def choose_micro_batch(
             continue
         return Choice(micro_batch, predicted[micro_batch], measured, backoffs)
     raise MemoryFailed(f"{arch.key} ran out of memory even at micro-batch {fitting[-1]} ({limit.source})")
-
-
-class KeyedFile:
-    """A JSON object of entries by key in one file, replaced atomically so that a reader never sees
-    half of it, and updated under an exclusive lock so that processes writing at once keep each
-    other's entries."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def read(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):  # absent or unreadable: a cache starts empty
-            return {}
-
-    def put(self, key: str, entry: dict) -> None:
-        self.update({key: entry})
-
-    def update(self, entries: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.with_name(self.path.name + ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            text = json.dumps(self.read() | entries, indent=1, sort_keys=True)
-            checkpoint_io.write_atomic(self.path, lambda f: f.write(text.encode()))
 
 
 class ChoiceCache(KeyedFile):

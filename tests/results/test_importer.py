@@ -8,10 +8,10 @@ from optuna.trial import TrialState
 
 from hpod.cli import main
 from hpod.records import TrialLog, export_text
-from hpod.state import StateDir, open_storage
+from hpod.state import StateDir
+from hpod.storage import open_storage
 from hpod.study.objective import Objective
 from hpod.study.plan import finished_count, open_study
-from hpod.supervisor.job_row import plan_from_row
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.trials import run_study
 from hpod.trial.grid import Arch
@@ -66,7 +66,7 @@ def job(tmp_path, capsys):
 def study_of(hpod):
     state = StateDir(hpod.state)
     row = Queue(state.queue_db).job(1)
-    return open_study(plan_from_row(row), open_storage(state.storage_url()))
+    return open_study(row.plan, open_storage(state.storage_url()))
 
 
 def test_replaced_system_files_import_with_their_architecture_and_extra_attrs(job, tmp_path):
@@ -94,7 +94,7 @@ def test_values_outside_the_jobs_ranges_widen_them_and_say_so(job, tmp_path):
     assert study.user_attrs["widened"]["warmup_steps"] == {"log": False, "step": 5, "low": 10, "high": 75}
     trial = study.ask()  # the objective samples from the widened range
     objective_space = __import__("hpod.study.plan", fromlist=["distributions"]).distributions
-    plan = plan_from_row(Queue(StateDir(job.state).queue_db).job(1))
+    plan = Queue(StateDir(job.state).queue_db).job(1).plan
     space = objective_space(plan.job.search, [e.arch.key for e in plan.grid], study.user_attrs["widened"])
     assert space["learning_rate"].high == 2e-3
     assert trial.suggest_float("learning_rate", 1e-4, 2e-3, log=True) <= 2e-3
@@ -144,7 +144,7 @@ def test_one_bad_trial_refuses_the_whole_import_naming_it(job, tmp_path, record,
 
 def test_log_lines_and_the_json_export_round_trip_into_a_fresh_study(job, tmp_path, dataset_h5):
     state = StateDir(job.state)
-    plan = plan_from_row(Queue(state.queue_db).job(1))
+    plan = Queue(state.queue_db).job(1).plan
     source = open_study(plan, f"sqlite:///{tmp_path / 'source.db'}")
     log_file = tmp_path / "source.log"
     fast = plan.job.with_overrides(max_epochs=1)
@@ -177,7 +177,7 @@ def test_log_lines_and_the_json_export_round_trip_into_a_fresh_study(job, tmp_pa
 def test_a_study_importing_its_own_export_adds_nothing(job, tmp_path, dataset_h5):
     """It doubled the study's trials (status 4/2)."""
     state = StateDir(job.state)
-    plan = plan_from_row(Queue(state.queue_db).job(1))
+    plan = Queue(state.queue_db).job(1).plan
     study = study_of(job)
     objective = Objective(type(plan)(plan.job.with_overrides(max_epochs=1), plan.budget, 1, plan.grid), dataset_h5,
                           study.sampler)  # fmt: skip

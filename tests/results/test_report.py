@@ -14,7 +14,7 @@ from optuna.distributions import CategoricalDistribution
 from hpod.records import BASELINES, TEST_EVALUATION
 from hpod.results.evaluation import samples_path, write_samples
 from hpod.results.report import cells, laws
-from hpod.state import open_storage
+from hpod.storage import open_storage
 from tests.conftest import TINY_JOB
 from tests.helpers import hpod
 

@@ -1,34 +1,28 @@
-"""The estimate at enqueue against what training really takes on this machine, measured side by
-side in one process (so a busy machine slows both alike)."""
+"""The estimate at enqueue: what it times and keeps, its spans, and the refusal past max_days.
+How close it comes to a measured epoch is bench/estimate.py's to say (a default test never
+times the machine)."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
 from hpod.errors import HpodError
-from hpod.study.estimate import Estimate, duration, epoch_seconds, estimate_study, representative
+from hpod.study.duration import Estimate, duration
+from hpod.study.estimate import epoch_seconds, estimate_study, representative
 from hpod.study.plan import plan_study
-from hpod.supervisor.job_row import check_duration
-from hpod.trial.train import TrainConfig, Trainer
+from hpod.supervisor.enqueue import check_duration
 
 
-def test_an_epoch_estimate_is_within_a_factor_of_two_of_a_measured_epoch(tiny_job, dataset_h5):
+def test_an_epoch_estimate_times_each_architecture_once_and_keeps_it(tiny_job, dataset_h5):
     plan = plan_study(tiny_job, 100_000, 5)
-    for entry in representative(plan.grid)[::2]:  # the smallest and the largest
-        times: dict = {}
-        estimated = epoch_seconds(plan, entry, dataset_h5, "cpu", times)
-        model_config = entry.arch.model_config(dataset_h5.shape, dropout=0.1)
-        batch = tiny_job.train.effective_batch
-        config = TrainConfig(1e-3, 1e-4, 10, epochs=1, effective_batch=batch, micro_batch=batch, patience=5)
-        trainer = Trainer(model_config, config, dataset_h5)
-        start = time.perf_counter()
-        trainer.fit()
-        measured = time.perf_counter() - start
-        assert measured / 2 <= estimated <= measured * 2, (entry.arch.key, estimated, measured)
-        assert len(times) == 1  # timed once, kept for the next estimate of this architecture
+    entry = representative(plan.grid)[0]
+    times: dict = {}
+    first = epoch_seconds(plan, entry, dataset_h5, "cpu", times)
+    assert first > 0 and len(times) == 1
+    kept = {key: {"seconds": 2 * value["seconds"]} for key, value in times.items()}
+    assert epoch_seconds(plan, entry, dataset_h5, "cpu", kept) == 2 * first  # read back, not timed again
 
 
 def test_a_study_estimate_spans_its_trials_and_seed_runs(tiny_job, dataset_h5):

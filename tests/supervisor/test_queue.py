@@ -26,7 +26,7 @@ def test_claim_returns_none_when_queue_is_empty(queue):
 
 def test_claim_takes_the_highest_priority_then_the_oldest(queue):
     ids = queue.enqueue([job("low"), job("high", priority=5), job("low2")])
-    assert [queue.claim("a", 60)["id"] for _ in range(3)] == [ids[1], ids[0], ids[2]]
+    assert [queue.claim("a", 60).id for _ in range(3)] == [ids[1], ids[0], ids[2]]
     assert queue.claim("a", 60) is None
 
 
@@ -35,15 +35,15 @@ def test_an_interrupted_job_is_first_in_line(queue):
     queue.claim("d1", 60)
     queue.release(first, "d1", "interrupted")
     queue.enqueue([job("c", priority=99)])
-    assert queue.claim("d2", 60)["id"] == first
-    assert queue.job(first)["attempts"] == 2
+    assert queue.claim("d2", 60).id == first
+    assert queue.job(first).attempts == 2
 
 
 def test_a_claim_sets_owner_lease_and_attempts(queue):
     (job_id,) = queue.enqueue([job()])
     row = queue.claim("daemon-1", 60)
-    assert (row["id"], row["state"], row["owner"], row["attempts"]) == (job_id, "running", "daemon-1", 1)
-    assert row["lease_until"] > time.time() + 50
+    assert (row.id, row.state, row.owner, row.attempts) == (job_id, "running", "daemon-1", 1)
+    assert row.lease_until > time.time() + 50
 
 
 def test_heartbeats_and_releases_are_fenced_on_the_owner(queue):
@@ -51,15 +51,15 @@ def test_heartbeats_and_releases_are_fenced_on_the_owner(queue):
     queue.claim("a", 60)
     assert not queue.extend(job_id, "b", 60, 1.0)
     assert not queue.release(job_id, "b", "done")
-    assert queue.extend(job_id, "a", 60, 1.5) and queue.job(job_id)["run_s"] == 1.5
-    assert queue.release(job_id, "a", "done") and queue.job(job_id)["state"] == "done"
+    assert queue.extend(job_id, "a", 60, 1.5) and queue.job(job_id).run_s == 1.5
+    assert queue.release(job_id, "a", "done") and queue.job(job_id).state == "done"
 
 
 def test_a_job_whose_lease_expired_is_reclaimable(queue):
     (job_id,) = queue.enqueue([job()])
     queue.claim("a", -1)  # already expired
     row = queue.claim("b", 60)
-    assert row["id"] == job_id and row["owner"] == "b"
+    assert row.id == job_id and row.owner == "b"
     assert not queue.extend(job_id, "a", 60, 1.0)  # the old holder is fenced out
 
 
@@ -69,7 +69,7 @@ def test_jobs_of_a_dead_owner_become_interrupted_or_what_was_asked(queue):
     queue.claim("dead", 600)
     queue.request(second, "pause")
     assert sorted(queue.interrupt_dead_owners(lambda owner: owner == "dead")) == [first, second]
-    assert (queue.job(first)["state"], queue.job(second)["state"]) == ("interrupted", "paused")
+    assert (queue.job(first).state, queue.job(second).state) == ("interrupted", "paused")
 
 
 def test_duplicates_of_an_active_study_are_refused_unless_forced(queue):
@@ -91,7 +91,7 @@ def test_requests_move_a_job_or_ask_its_daemon(queue, state, action, expected):
     queue.conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, job_id))
     assert queue.request(job_id, action) == expected
     if state == "running":
-        assert queue.control(job_id) == action and queue.job(job_id)["state"] == "running"
+        assert queue.control(job_id) == action and queue.job(job_id).state == "running"
 
 
 @pytest.mark.parametrize(("state", "action"), [("done", "cancel"), ("queued", "resume"), ("paused", "pause")])
@@ -124,14 +124,14 @@ def test_a_queue_of_the_first_schema_upgrades_keeping_its_jobs(tmp_path):
     conn.commit()
     conn.close()
     [job] = Queue(tmp_path / "q.db").jobs()
-    assert job["study_name"] == "s-2M-h1" and job["memory_limit_gib"] is None and job["dropped_archs"] is None
+    assert job.study_name == "s-2M-h1" and job.memory_limit_gib is None and job.dropped_archs == frozenset()
 
 
 def _claim_all(path, owner, out):
     queue = Queue(path)
     claimed = []
     while (row := queue.claim(owner, 600)) is not None:
-        claimed.append(row["id"])
+        claimed.append(row.id)
     out.put(claimed)
 
 
@@ -157,12 +157,12 @@ def test_racing_claimers_never_take_the_same_job(tmp_path):
     ids = Queue(path).enqueue([job(f"s{i}") for i in range(60)], force=True)
     claimed = [i for batch in race(_claim_all, path, 8) for i in batch]
     assert sorted(claimed) == sorted(ids)  # each job exactly once
-    assert {r["attempts"] for r in Queue(path).jobs()} == {1}
+    assert {r.attempts for r in Queue(path).jobs()} == {1}
 
 
 def test_fifty_concurrent_enqueues_all_land(tmp_path):
     path = tmp_path / "queue.db"
     ids = race(_enqueue_one, path, 50)
     assert len(set(ids)) == 50
-    assert sorted(r["study_name"] for r in Queue(path).jobs()) == sorted(f"study-{i}" for i in range(50))
+    assert sorted(r.study_name for r in Queue(path).jobs()) == sorted(f"study-{i}" for i in range(50))
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -3,52 +3,57 @@ commands between steps, and the exit status the daemon reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from hpod.supervisor.handle import TrialProcess, describe_exit
+from hpod.supervisor.messages import Command, Outcome, Phase, Report, ReportKind, Task
 from hpod.supervisor.queue import Queue
+from hpod.supervisor.rows import QueuedJob
+from hpod.supervisor.slots import Slot
 from tests.helpers import hpod, write_job
 
 
-def queued_row(tmp_path, epochs: int) -> tuple[dict, str]:
+def queued_job(tmp_path, epochs: int) -> tuple[QueuedJob, str]:
     state = tmp_path / "state"
     queued = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", write_job(tmp_path, epochs))
     assert queued.returncode == 0, queued.stderr
     return Queue(state / "queue.db").job(1), str(state)
 
 
-def drain(worker: TrialProcess, seconds: float) -> list[dict]:
+def task(job: QueuedJob, state: str) -> Task:
+    return Task(job, state, Phase.SEARCH, Slot(0, None, None, 1.0))
+
+
+def drain(worker: TrialProcess, seconds: float) -> tuple[list[Report], int]:
     reports, deadline = [], time.monotonic() + seconds
     while worker.alive() and time.monotonic() < deadline:
         reports += worker.reports(timeout=0.5)
     code, rest = worker.finish()
-    return [*reports, *rest, {"exit": code}]
+    return [*reports, *rest], code
 
 
 def test_a_worker_runs_one_trial_and_reports_its_start_epochs_and_end(tmp_path):
-    row, state = queued_row(tmp_path, epochs=1)
-    reports = drain(TrialProcess({"job": row, "state_root": state, "resume": None}), 120)
-    kinds = [r.get("kind") for r in reports]
-    assert kinds[0] == "started" and "epoch" in kinds
-    assert reports[-2] == {"kind": "finished", "trial": 0, "state": "COMPLETE"} and reports[-1] == {"exit": 0}
+    reports, code = drain(TrialProcess(task(*queued_job(tmp_path, epochs=1))), 120)
+    kinds = [r.kind for r in reports]
+    assert kinds[0] == ReportKind.STARTED and ReportKind.EPOCH in kinds
+    assert reports[-1] == Report(ReportKind.FINISHED, trial=0, outcome=Outcome.COMPLETE) and code == 0
 
 
 def test_a_stop_command_ends_the_trial_at_a_step_and_leaves_it_to_resume(tmp_path):
-    row, state = queued_row(tmp_path, epochs=30)
-    worker = TrialProcess({"job": row, "state_root": state, "resume": None})
-    while not any(r["kind"] == "epoch" for r in worker.reports(timeout=0.5)):
+    worker = TrialProcess(task(*queued_job(tmp_path, epochs=30)))
+    while not any(r.kind == ReportKind.EPOCH for r in worker.reports(timeout=0.5)):
         assert worker.alive()
-    worker.send("stop")
-    reports = drain(worker, 60)
-    assert {"kind": "interrupted", "trial": 0} in reports and reports[-1] == {"exit": 0}
+    worker.send(Command.STOP)
+    reports, code = drain(worker, 60)
+    assert Report(ReportKind.INTERRUPTED, trial=0) in reports and code == 0
 
 
 def test_a_job_the_worker_cannot_open_is_an_error_report_and_exit_2(tmp_path):
-    row, state = queued_row(tmp_path, epochs=1)
-    row = row | {"job_text": "grid: {tolerance: 7}"}
-    reports = drain(TrialProcess({"job": row, "state_root": state, "resume": None}), 60)
-    assert reports[-2]["kind"] == "error" and "grid.tolerance" in reports[-2]["message"]
-    assert reports[-1] == {"exit": 2}
+    job, state = queued_job(tmp_path, epochs=1)
+    reports, code = drain(TrialProcess(task(dataclasses.replace(job, job_text="grid: {tolerance: 7}"), state)), 60)
+    assert reports[-1].kind == ReportKind.ERROR and "grid.tolerance" in reports[-1].reason
+    assert code == 2
 
 
 def test_a_sigkill_is_called_the_oom_killers_only_when_the_kernel_counted_one():

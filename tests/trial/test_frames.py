@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -122,12 +121,10 @@ def test_data_files_without_bounds_are_refused_in_one_line_before_they_are_parse
     inputs = unbounded_inputs(tmp_path)
     expected = {"sparse": "over the limit of 512 MiB", "bomb": "expands past 2 MiB", "wide": "5,000 columns",
                 "fifo": "not a regular file"}  # fmt: skip
-    for name, path in inputs.items():
-        began = time.monotonic()
+    for name, path in inputs.items():  # a fifo opened for reading would block: the refusal comes first
         with pytest.raises(HpodError) as refused:
             read_table(path, max_mb=2 if name == "bomb" else 512)
         assert expected[name] in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
-        assert time.monotonic() - began < 5, name
     with pytest.raises(HpodError, match="raise data.max_mb"):
         read_table(inputs["sparse"], max_mb=512)
 

@@ -15,7 +15,7 @@ import torch
 from hpod.errors import HpodError
 from hpod.job import load_job
 from hpod.records import MEMORY_FAILED
-from hpod.study.objective import Objective
+from hpod.study.objective import Objective, TrialResources
 from hpod.study.plan import distributions, open_study, plan_study, suggest
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.trials import run_trial
@@ -29,7 +29,7 @@ from tests.helpers import hpod
 
 TINY = ROOT / "jobs" / "tiny.yaml"
 TINY_BUDGETS = (20_000, 50_000, 100_000, 200_000)
-TOLERANCE = 0.30
+TOLERANCE = (-0.05, 0.15)  # predicted / measured - 1: the README's figure, one number for both
 
 
 def tiny_archs() -> list[str]:
@@ -56,8 +56,8 @@ def check_predictions(keys: list[str]) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda case: measure(*case), cases))
     errors = {(r["arch"], r["micro_batch"]): r["predicted"] / r["measured"] - 1 for r in results}
-    worst = max(errors.items(), key=lambda item: abs(item[1]))
-    assert abs(worst[1]) <= TOLERANCE, f"prediction off by {worst[1]:+.0%} for {worst[0]}"
+    off = {case: error for case, error in errors.items() if not TOLERANCE[0] <= error <= TOLERANCE[1]}
+    assert not off, f"predictions outside {TOLERANCE[0]:+.0%}..{TOLERANCE[1]:+.0%} of measured: {off}"
     # the part that grows with the micro-batch is predicted too, not just the fixed runtime cost
     by_case = {(r["arch"], r["micro_batch"]): r for r in results}
     for key in keys:
@@ -72,7 +72,7 @@ def test_the_memory_model_predicts_measured_peaks_of_sampled_tiny_architectures(
 
 
 @pytest.mark.slow
-def test_the_memory_model_predicts_measured_peaks_of_every_tiny_architecture_within_30_percent():
+def test_the_memory_model_predicts_measured_peaks_of_every_tiny_architecture():
     check_predictions(tiny_archs())
 
 
@@ -99,7 +99,7 @@ def test_a_2b_study_is_refused_on_a_24_gib_machine_with_the_numbers_and_queued_w
     assert not (state / "queue.db").exists() or Queue(state / "queue.db").jobs() == []
     forced = hpod(state, *args, "--force")
     assert forced.returncode == 0, forced.stderr
-    assert [j["study_name"] for j in Queue(state / "queue.db").jobs()] == ["architectural_search-2B-h1"]
+    assert [j.study_name for j in Queue(state / "queue.db").jobs()] == ["architectural_search-2B-h1"]
 
 
 def test_without_a_limit_the_machines_available_memory_decides(tmp_path):
@@ -123,7 +123,7 @@ def test_architectures_too_big_for_the_limit_are_dropped_from_the_job_and_never_
     result = hpod(state, "enqueue", "--budget", "200M", "--horizon", "h1", "--memory-limit", "3.6G", "--no-estimate")
     assert result.returncode == 0, result.stderr
     [row] = Queue(state / "queue.db").jobs()
-    assert set(json.loads(row["dropped_archs"])) == {e.arch.key for e in dropped}
+    assert row.dropped_archs == {e.arch.key for e in dropped}
 
 
 def test_the_sampler_avoids_dropped_and_memory_failed_architectures(tiny_job):
@@ -192,7 +192,7 @@ def test_a_simulated_oom_in_the_probe_backs_off_keeps_the_effective_batch_and_th
         return probe_steps(mc, config, dataset, micro_batch)
 
     cache = ChoiceCache(tmp_path / "micro_batches.json")
-    objective = Objective(plan, dataset_h5, study.sampler, choices=cache, probe=probe)
+    objective = Objective(plan, dataset_h5, study.sampler, resources=TrialResources(choices=cache, probe=probe))
     trial = run_trial(study, objective)
     assert trial.state == optuna.trial.TrialState.COMPLETE
     attrs = trial.user_attrs
@@ -208,7 +208,7 @@ def test_an_architecture_that_fails_at_micro_batch_1_is_never_sampled_again(tiny
     def probe(mc, config, dataset, micro_batch: int) -> int:
         raise MemoryError("simulated")
 
-    first = run_trial(study, Objective(plan, dataset_h5, study.sampler, probe=probe))
+    first = run_trial(study, Objective(plan, dataset_h5, study.sampler, resources=TrialResources(probe=probe)))
     assert first.state == optuna.trial.TrialState.FAIL
     assert first.user_attrs["fail_reason"].startswith("out of memory: ")
     assert study.user_attrs[MEMORY_FAILED] == [first.params["arch"]]

@@ -1,5 +1,5 @@
 """The commands that read or feed studies rather than the queue: `grid`, `report`, `export`,
-`import`. They register on the `cli` group of cli.py, which imports this module."""
+`import`. They register on the `cli` group of base.py; main.py imports this module."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from hpod.cli import (
+from hpod.cli.base import (
     JOB_ID,
     cli,
     console,
@@ -21,7 +21,8 @@ from hpod.cli import (
     wide_option,
 )
 from hpod.errors import HpodError
-from hpod.state import StateDir, open_storage
+from hpod.state import StateDir
+from hpod.storage import open_storage
 from hpod.study.budget import parse_budget, parse_horizon
 from hpod.supervisor.queue import Queue
 from hpod.tables import show as show_table
@@ -116,8 +117,8 @@ def export(job, fmt, output, state_dir, storage) -> None:
     quiet_optuna()
     name = job
     if job.isdigit():
-        row = Queue.existing(StateDir.resolve(state_dir)).job(int(job))
-        name, storage = row["study_name"], storage or row["storage"]
+        queued = Queue.existing(StateDir.resolve(state_dir)).job(int(job))
+        name, storage = queued.study_name, storage or queued.storage
     study = load_named_study(name, StateDir.resolve(state_dir), storage)
     text = export_text(study.get_trials(deepcopy=False), fmt)
     if output is None:
@@ -133,7 +134,7 @@ def export(job, fmt, output, state_dir, storage) -> None:
 @state_dir_option
 def import_(job_id, files, exclude_arch, state_dir) -> None:
     """Add prior trials (hpod JSON export, trial_NNNN.json files, hpod log files) to a job's study."""
-    from hpod.supervisor.job_row import import_into_job
+    from hpod.supervisor.import_job import import_into_job
 
     quiet_optuna()
     for line in import_into_job(StateDir.resolve(state_dir), job_id, [Path(f) for f in files], set(exclude_arch)):

@@ -1,118 +1,85 @@
-"""The `hpod` command line. Expected failures print one line, `Error: …`, and exit 2.
-
-click, because its commands and options are declared next to the functions they call, and it
-checks types and choices before our code runs. Commands that train or open studies import
-torch and Optuna inside their function, so that `status`, `stop`, `pause` and friends answer
-in a fraction of a second.
-"""
+"""The commands that fill the queue and work through it: run, enqueue, status, daemon, stop,
+pause, resume and cancel."""
 
 from __future__ import annotations
 
 import json
-import logging
-import math
 import os
 import sys
-from functools import partial
+from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.logging import RichHandler
 
+from hpod.cli.base import (
+    JOB_ID,
+    FiniteRange,
+    cli,
+    console,
+    json_option,
+    load_request,
+    quiet_optuna,
+    state_dir_option,
+    study_options,
+    wide_option,
+)  # fmt: skip
 from hpod.errors import HpodError
-from hpod.logs import TERMINAL_TIME, plain_handler
-from hpod.state import OPENED, PRIVATE_UMASK, StateDir, damaged, is_damage, is_unreachable, open_storage
-from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
-from hpod.supervisor.outage import OUTAGE_LIMIT_S, root_error
+from hpod.state import StateDir
+from hpod.status_display import hosts_table, machine_line, notice_lines, status_table
+from hpod.storage import open_storage
+from hpod.supervisor.outage import OUTAGE_LIMIT_S
 from hpod.supervisor.queue import Queue
-from hpod.supervisor.status import collect, hosts_table, machine_line, notice_lines, status_table
+from hpod.supervisor.rows import JobState
+from hpod.supervisor.status import collect
 from hpod.tables import show as show_table
 from hpod.tables import table_width
-
-# Piped output (logs, CI) gets room for the trial table instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
-state_dir_option = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False),
-    help="default: $HPOD_HOME, else the installed service's, else ~/.local/state/hpod",
-)
-storage_option = click.option("--storage", help="Optuna storage URL (default: SQLite in the state directory)")
-job_option = click.option("--job", "job_file", type=click.Path(), help="job file (default: the architectural search)")
-json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
-wide_option = click.option("--wide", is_flag=True, help="every column, however narrow the terminal")
-
-
-class FiniteRange(click.FloatRange):
-    """A FloatRange that also refuses nan (which every comparison lets through)."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
-COUNT = click.IntRange(min=1, max=10**9)  # within SQLite's integers, far past any study
-JOB_ID = click.IntRange(min=1, max=2**62)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="hpod")
-def cli() -> None:
-    """Resumable architecture searches (Optuna studies) for scaling-law research."""
-
-
-def study_options(command):
-    """The options shared by `run` and `enqueue`: what to search and where."""
-    options = (
-        click.option("--budget", required=True, help="parameter budget(s): 2M, 500K, 1.5M, 2B; comma-separated"),
-        click.option("--horizon", required=True, help="forecast horizon(s): h1, h3, h5; comma-separated"),
-        click.option("--trials", type=COUNT, help="finished trials per study (default: the job's)"),
-        click.option("--max-epochs", type=COUNT, help="cap on each trial's sampled epochs"),
-        job_option,
-        click.option("--data", type=click.Path(), help="CSV or Parquet file (default: bundled S&P 500)"),
-        click.option(
-            "--memory-limit",
-            help="memory a trial may use, e.g. 20G (default: available RAM or free GPU memory less 10%)",
-        ),
-        state_dir_option,
-        storage_option,
-    )
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def load_request(budget: str, horizon: str, job_file, data, trials, max_epochs, memory_limit):
-    """The job file with command-line overrides, and the parsed budgets and horizons."""
-    from hpod.job import load_job
-
-    limit = None if memory_limit is None else parse_memory_gib(memory_limit)
-    job = load_job(job_file).with_overrides(data=data, trials=trials, max_epochs=max_epochs, memory_limit_gib=limit)
-    return job, parse_list(budget, parse_budget), parse_list(horizon, parse_horizon)
 
 
 @cli.command()
 @study_options
 def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage) -> None:
-    """Run studies in the foreground, one after another, without the queue."""
-    from hpod.display import StudyProgress, trials_table
-    from hpod.study.plan import plan_study
-    from hpod.supervisor.foreground import Foreground
-    from hpod.supervisor.job_row import fit_to_memory
-    from hpod.trial.data import load_dataset
+    """Run studies in the foreground, one after another, as the daemon would (each trial in its
+    own worker; STOP_HPO, the guard and memory as the daemon's), from a private queue."""
+    from hpod.display import RunProgress
+    from hpod.supervisor.daemon import Daemon, DaemonOptions
+    from hpod.supervisor.enqueue import prepare_jobs
 
     quiet_optuna()
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
-    plans = [fit_to_memory(plan_study(job, b, h), force=False) for b in budgets for h in horizons]
-    datasets = {h: load_dataset(job.data, h) for h in horizons}  # all input checked before writing
+    rows = prepare_jobs(job, budgets, horizons, storage=storage)  # all input checked before writing
     state = StateDir.resolve(state_dir).create()
-    runner = Foreground(state, open_storage(state.storage_url(storage)), datasets, partial(StudyProgress, console))
-    for plan in plans:
-        study, tested = runner.run(plan)
-        show_table(console, trials_table(study, table_width(console)))
-        if tested is not None:
-            console.print(f"{plan.name}: best trial {tested['trial']} test loss {tested['test_loss']:.4f}")
+    path = state.root / f"run-{os.getpid()}.db"  # `hpod status` and the daemons never see these jobs
+    queue = Queue(path)
+    try:
+        queue.enqueue(rows)
+        with RunProgress(console) as progress:
+            code = Daemon(state, DaemonOptions(until_idle=True, queue_path=path, on_report=progress.on_report)).run()
+        ended = queue.jobs()
+    finally:
+        queue.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    sys.exit(show_run(state, storage, ended) or code)
+
+
+def show_run(state: StateDir, storage: str | None, ended: list) -> int:
+    """Each study's trials and test loss; 1 when a study did not finish (its reason said)."""
+    from hpod.display import trials_table
+    from hpod.records import TEST_EVALUATION
+    from hpod.study.plan import load_named_study
+
+    unfinished = 0
+    for job in ended:
+        if job.trials_finished or job.state == JobState.DONE:
+            study = load_named_study(job.study_name, state, storage)
+            show_table(console, trials_table(study, table_width(console)))
+            tested = study.user_attrs.get(TEST_EVALUATION)
+            if tested is not None:
+                console.print(f"{job.study_name}: best trial {tested['trial']} test loss {tested['test_loss']:.4f}")
+        if job.state != JobState.DONE:
+            unfinished = 1
+            why = job.last_error or job.last_failure or "stopped before it finished; the same command resumes it"
+            click.echo(f"{job.study_name}: {job.state} ({why})", err=True)
+    return unfinished
 
 
 @cli.command()
@@ -138,10 +105,9 @@ def enqueue(
 ) -> None:  # fmt: skip
     """Queue one study per budget × horizon, after checking all of them and timing training steps
     here; prints the job ids and how long each should take."""
-    from hpod.study.estimate import Estimate
-    from hpod.supervisor.job_row import prepare_jobs
+    from hpod.state import KeyedFile
+    from hpod.supervisor.enqueue import prepare_jobs
     from hpod.trial.device import check_device
-    from hpod.trial.probe import KeyedFile
 
     job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
     check_device(job.train.device)
@@ -161,15 +127,12 @@ def enqueue(
     if job.on_event is not None:
         note = f"{job_file} carries an on_event command ({job.on_event[:80]!r}): a daemon runs it only with "
         click.echo(f"note: {note}--allow-job-commands", err=True)
-    queued = [
-        {"id": i, "study": r["study_name"], "estimate": r["estimate"] and json.loads(r["estimate"])}
-        for i, r in zip(ids, rows, strict=True)
-    ]
+    queued = [queue.job(i) for i in ids]
     if as_json:
-        click.echo(json.dumps(queued, indent=2))
-    for entry in [] if as_json else queued:
-        timed = entry["estimate"] and Estimate.from_dict(entry["estimate"]).describe()
-        click.echo(f"{entry['id']}\t{entry['study']}\t{timed or 'no estimate'}")
+        shown = [{"id": j.id, "study": j.study_name, "estimate": j.estimate and j.estimate.as_dict()} for j in queued]
+        click.echo(json.dumps(shown, indent=2))
+    for j in [] if as_json else queued:
+        click.echo(f"{j.id}\t{j.study_name}\t{'no estimate' if j.estimate is None else j.estimate.describe()}")
 
 
 @cli.command()
@@ -266,59 +229,3 @@ JOB_ACTIONS = {
 }
 for _action in JOB_ACTIONS:
     job_control(_action)
-
-
-def quiet_optuna() -> None:
-    """Optuna's own INFO lines would repeat ours; its warnings go through our handler."""
-    import optuna
-
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def setup_logging() -> None:
-    """Rich's handler on a terminal, every line with its date and time; plain timestamped lines
-    for a pipe or the journal, which rich would pad to the console's width."""
-    if console.is_terminal:
-        handler = RichHandler(
-            console=console, show_path=False, markup=False, log_time_format=TERMINAL_TIME, omit_repeated_times=False
-        )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = plain_handler(sys.stdout)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    logging.getLogger("hpod").setLevel(logging.INFO)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the command, turning expected failures into one line and an exit code."""
-    os.umask(PRIVATE_UMASK)  # the owner's alone (0600) until StateDir.resolve sees a group-shared folder
-    setup_logging()
-    try:
-        code = cli.main(args=argv, prog_name="hpod", standalone_mode=False)
-    except SystemExit as exc:  # a command's own exit status (daemon, grid --verify)
-        return 0 if exc.code is None else int(exc.code)
-    except HpodError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return exc.exit_code
-    except click.ClickException as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
-        return 2
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("Aborted.", err=True)
-        return 130
-    except Exception as exc:
-        if is_unreachable(exc):  # a full disk, a lock held past the timeout, a server away: nothing was changed
-            click.echo(f"Error: {root_error(exc)}{f' ({OPENED[-1]})' if OPENED else ''}; try again", err=True)
-            return 2
-        if not (is_damage(exc) and OPENED):
-            raise
-        click.echo(f"Error: {damaged(OPENED[-1], 'cannot be read')}", err=True)  # the file opened last
-        return 2
-    return code if isinstance(code, int) else 0
-
-
-import hpod.cli_jobs  # noqa: E402 - registers show, log and plan on `cli`
-import hpod.cli_service  # noqa: E402 - registers service and doctor on `cli`
-import hpod.cli_studies  # noqa: E402, F401 - registers grid, report, export and import on `cli`

@@ -1,6 +1,6 @@
 """The commands that describe queued jobs: `show` (any job, queued ones included, or a study by
 name), `log` (a job's trial log, followed with -f) and `plan` (what fits in the night). They
-register on the `cli` group of cli.py, which imports this module."""
+register on the `cli` group of base.py; main.py imports this module."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from hpod.cli import (
+from hpod.cli.base import (
     FiniteRange,
     cli,
     console,
@@ -23,8 +23,10 @@ from hpod.cli import (
 )
 from hpod.errors import HpodError
 from hpod.state import DamagedError, StateDir
+from hpod.storage import shown_url
 from hpod.supervisor.queue import Queue
-from hpod.supervisor.status import ENDED, job_status
+from hpod.supervisor.rows import QueuedJob
+from hpod.supervisor.status import job_status
 from hpod.tables import Column, fitted, table_width
 from hpod.tables import show as show_table
 
@@ -42,33 +44,61 @@ def show(ref, as_json, state_dir, storage, wide) -> None:
     from hpod.display import failure_lines, job_lines, memory_line, trials_table
     from hpod.records import MEMORY_FAILED, trial_row
     from hpod.study.plan import load_named_study
-    from hpod.supervisor.job_row import job_summary
 
     quiet_optuna()
     state = StateDir.resolve(state_dir)
-    row = find_job(state, ref)
-    if row is None:  # a study by name: it must exist, and the error names those there are
+    job = find_job(state, ref)
+    if job is None:  # a study by name: it must exist, and the error names those there are
         summary, study = None, load_named_study(ref, state, storage)
     else:  # a queued job's study may not have been created yet
-        summary, study = job_summary(row), existing_study(state, row["study_name"], storage or row["storage"])
+        summary, study = job_summary(job), existing_study(state, job.study_name, storage or job.storage)
     trials = [] if study is None else [trial_row(t) for t in study.get_trials(deepcopy=False)]
     failed = [] if study is None else study.user_attrs.get(MEMORY_FAILED, [])
     memory = None if summary is None else {**summary["memory"], "memory_failed": failed}
     if as_json:
-        job = None if row is None else job_status(row) | summary
-        click.echo(json.dumps({"job": job, "memory": memory, "trials": trials}, indent=2))
+        shown = None if job is None else job_status(job) | summary
+        click.echo(json.dumps({"job": shown, "memory": memory, "trials": trials}, indent=2))
         return
-    for line in [] if row is None else job_lines(job_status(row), summary):
+    for line in [] if job is None else job_lines(job_status(job), summary):
         console.print(line, highlight=False)
     if study is not None:
         show_table(console, trials_table(study, table_width(console, wide)))
         for line in failure_lines(study):
             console.print(line, highlight=False, soft_wrap=True)
     if memory is not None:
-        console.print(f"job {row['id']}: {memory_line(memory)}", highlight=False)
+        console.print(f"job {job.id}: {memory_line(memory)}", highlight=False)
 
 
-def find_job(state: StateDir, ref: str) -> dict | None:
+def job_summary(job: QueuedJob) -> dict:
+    """What `hpod show` says of a job, queued or not: its settings, grid and estimate."""
+    from hpod.study.plan import plan_study
+
+    spec = job.spec
+    search, train = spec.search, spec.train
+    return {
+        "settings": {
+            "trials": job.target,
+            "epochs": list(search.epochs),
+            "max_epochs": job.max_epochs,
+            "pruner": search.pruner,
+            "patience": train.patience,
+            "effective_batch": train.effective_batch,
+            "final_seeds": search.final_seeds,
+            "device": train.device,
+            "priority": job.priority,
+            "timeout_h": None if job.timeout_s is None else job.timeout_s / 3600,
+            "storage": "SQLite in the state directory" if job.storage is None else shown_url(job.storage),
+            "on_event": spec.on_event,
+        },
+        "memory": {
+            "grid_size": len(plan_study(spec, job.budget, job.horizon).grid),
+            "dropped_at_enqueue": sorted(job.dropped_archs),
+        },
+        "estimate": None if job.estimate is None else job.estimate.as_dict(),
+    }
+
+
+def find_job(state: StateDir, ref: str) -> QueuedJob | None:
     """The job `ref` names (an id or a queued study's name); None for a name the queue lacks."""
     if not state.queue_db.exists() and not ref.isdigit():
         return None
@@ -100,12 +130,12 @@ def log(ref, follow, state_dir) -> None:
     """A job's trial log (state/logs/STUDY.log): one line per finished trial."""
     state = StateDir.resolve(state_dir)
     queue = Queue.existing(state)
-    row = queue.find(ref)
-    path = state.logs / f"{row['study_name']}.log"
+    job = queue.find(ref)
+    path = state.logs / f"{job.study_name}.log"
     if not follow and not path.exists():
-        click.echo(f"job {row['id']} ({row['study_name']}, {row['state']}): no trial has finished yet", err=True)
+        click.echo(f"job {job.id} ({job.study_name}, {job.state}): no trial has finished yet", err=True)
         return
-    print_log(path, (lambda: queue.job(row["id"])["state"] in ENDED) if follow else (lambda: True))
+    print_log(path, (lambda: queue.job(job.id).ended) if follow else (lambda: True))
 
 
 def print_log(path: Path, ended: Callable[[], bool], poll_s: float = FOLLOW_POLL_S) -> None:
@@ -144,7 +174,7 @@ PLAN_COLUMNS = (
 @wide_option
 def plan(hours, as_json, state_dir, wide) -> None:
     """What of the queue fits in the given hours at the measured speeds, in claim order."""
-    from hpod.study.estimate import duration
+    from hpod.study.duration import duration
     from hpod.supervisor.planning import plan_queue
 
     planned = plan_queue(Queue.existing(StateDir.resolve(state_dir)).in_claim_order(), hours)

@@ -1,6 +1,6 @@
 """The commands that look after the state directory and the service around it: `service` (the
 daemon under systemd) and `doctor` (damaged files and backups). They register on the `cli` group
-of cli.py, which imports this module."""
+of base.py; main.py imports this module."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hpod.cli import cli, state_dir_option
+from hpod.cli.base import cli, state_dir_option
 from hpod.errors import HpodError
 from hpod.state import StateDir
 

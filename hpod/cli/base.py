@@ -1,0 +1,83 @@
+"""What the commands share: the `cli` group, the console, the common options and their types."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import click
+from rich.console import Console
+
+from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_memory_gib
+
+# Piped output (logs, CI) gets room for the trial table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="default: $HPOD_HOME, else the installed service's, else ~/.local/state/hpod",
+)
+storage_option = click.option("--storage", help="Optuna storage URL (default: SQLite in the state directory)")
+job_option = click.option("--job", "job_file", type=click.Path(), help="job file (default: the architectural search)")
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+wide_option = click.option("--wide", is_flag=True, help="every column, however narrow the terminal")
+
+
+class FiniteRange(click.FloatRange):
+    """A FloatRange that also refuses nan (which every comparison lets through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+COUNT = click.IntRange(min=1, max=10**9)  # within SQLite's integers, far past any study
+JOB_ID = click.IntRange(min=1, max=2**62)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hpod")
+def cli() -> None:
+    """Resumable architecture searches (Optuna studies) for scaling-law research."""
+
+
+def study_options(command):
+    """The options shared by `run` and `enqueue`: what to search and where."""
+    options = (
+        click.option("--budget", required=True, help="parameter budget(s): 2M, 500K, 1.5M, 2B; comma-separated"),
+        click.option("--horizon", required=True, help="forecast horizon(s): h1, h3, h5; comma-separated"),
+        click.option("--trials", type=COUNT, help="finished trials per study (default: the job's)"),
+        click.option("--max-epochs", type=COUNT, help="cap on each trial's sampled epochs"),
+        job_option,
+        click.option("--data", type=click.Path(), help="CSV or Parquet file (default: bundled S&P 500)"),
+        click.option(
+            "--memory-limit",
+            help="memory a trial may use, e.g. 20G (default: available RAM or free GPU memory less 10%)",
+        ),
+        state_dir_option,
+        storage_option,
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def load_request(budget: str, horizon: str, job_file, data, trials, max_epochs, memory_limit):
+    """The job file with command-line overrides, and the parsed budgets and horizons."""
+    from hpod.job import load_job
+
+    limit = None if memory_limit is None else parse_memory_gib(memory_limit)
+    job = load_job(job_file).with_overrides(data=data, trials=trials, max_epochs=max_epochs, memory_limit_gib=limit)
+    return job, parse_list(budget, parse_budget), parse_list(horizon, parse_horizon)
+
+
+def quiet_optuna() -> None:
+    """Optuna's own INFO lines would repeat ours; its warnings go through our handler."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
