@@ -64,7 +64,7 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
 def show_run(state: StateDir, storage: str | None, ended: list) -> int:
     """Each study's trials and test loss; 1 when a study did not finish (its reason said)."""
     from hpod.display import trials_table
-    from hpod.records import TEST_EVALUATION
+    from hpod.records import BASELINES, TEST_EVALUATION
     from hpod.study.plan import load_named_study
 
     unfinished = 0
@@ -73,8 +73,11 @@ def show_run(state: StateDir, storage: str | None, ended: list) -> int:
             study = load_named_study(job.study_name, state, storage)
             show_table(console, trials_table(study, table_width(console)))
             tested = study.user_attrs.get(TEST_EVALUATION)
-            if tested is not None:
-                console.print(f"{job.study_name}: best trial {tested['trial']} test loss {tested['test_loss']:.4f}")
+            constant = study.user_attrs.get(BASELINES, {}).get("constant", {}).get("test_loss")
+            if tested is not None:  # beside the constant predictor's on the same test split
+                beside = "" if constant is None else f" (constant predictor {constant:.4f})"
+                loss = f"test loss {tested['test_loss']:.4f}{beside}"
+                console.print(f"{job.study_name}: best trial {tested['trial']} {loss}")
         if job.state != JobState.DONE:
             unfinished = 1
             why = job.last_error or job.last_failure or "stopped before it finished; the same command resumes it"
