@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from hpod.errors import HpodError
+from hpod.state import regular_file
 
 TARGETS = ("threshold", "return", "column")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # no path separators, no "..", no leading dot
@@ -241,6 +242,7 @@ def load_job(path: str | Path | None) -> JobSpec:
     if path is None:
         return JobSpec()
     path = Path(path)
+    regular_file(path, "job file", MAX_JOB_BYTES)
     try:
         text = path.read_text()
     except OSError as exc:
@@ -323,6 +325,7 @@ MAX_LIST = 64  # entries of any list in a job file (a grid axis, features, epoch
 MAX_INT = 10**9  # any integer or number in a job file
 MAX_TEXT = 4096  # characters of any string
 MAX_GRID = 100_000  # architectures a grid's axes may combine to (each is sized at enqueue)
+MAX_JOB_BYTES = 2**20  # a job file: every key at its longest lists fits many times over
 
 
 def _build(cls: type, values: dict, section: str):

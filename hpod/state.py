@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import stat
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hpod.errors import HpodError
+
+log = logging.getLogger(__name__)
 
 ENV_VAR = "HPOD_HOME"
 SYSCONFDIR_VAR = "HPOD_SYSCONFDIR"  # where the system service's record lives (default /etc; tests move it)
@@ -156,6 +159,9 @@ class StateDir:
         return override if override is not None else f"sqlite:///{self.optuna_db}"
 
 
+NOT_REGULAR = "is not a regular file (a FIFO, a device or a socket)"
+
+
 def check_database(path: Path) -> None:
     """Refuse a database file that is there but cannot be one: a 0-byte file (SQLite would
     silently start an empty database over a queue or a study) or one without SQLite's header.
@@ -167,9 +173,12 @@ def check_database(path: Path) -> None:
         return
     OPENED.append(path)  # before the checks: a file created by this open is this process's too
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the open below, and SQLite's
+            what = "is a directory" if stat.S_ISDIR(info.st_mode) else NOT_REGULAR
+            raise DamagedError(f"{path} {what}: an SQLite database is a file; move it away")
         with path.open("rb") as f:
             header = f.read(100)
-        info = path.stat()
     except FileNotFoundError:
         return
     except OSError:
@@ -243,7 +252,7 @@ def regular_file(path: Path, what: str, max_bytes: int, raise_it: str = "") -> i
     if stat.S_ISDIR(info.st_mode):
         raise HpodError(f"{what} {path} is a directory, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise HpodError(f"{what} {path} is not a regular file (a FIFO, a device or a socket)")
+        raise HpodError(f"{what} {path} {NOT_REGULAR}")
     if info.st_size > max_bytes:
         limit = f"{max_bytes / 2**20:,.0f} MiB"
         raise HpodError(f"{what} {path} is {info.st_size / 2**20:,.0f} MiB, over the limit of {limit}{raise_it}")
@@ -259,9 +268,10 @@ def refuse_link(path: Path) -> Path:
 
 
 def open_no_follow(path: Path, flags: int) -> int:
-    """os.open that refuses a symbolic link in the last component (ELOOP) and creates files with
+    """os.open that refuses a symbolic link in the last component (ELOOP), does not wait on a
+    FIFO planted in a file's place (ENXIO for a writer with no reader), and creates files with
     the mode the umask allows."""
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
 
 
 def match_umask(path: Path) -> None:
@@ -322,6 +332,9 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.close(directory)
 
 
+MAX_CACHE_BYTES = 64 * 2**20  # a cache file of step times or micro-batches; past it, not hpod's
+
+
 class KeyedFile:
     """A JSON object of entries by key in one file, replaced atomically so that a reader never sees
     half of it, and updated under an exclusive lock so that processes writing at once keep each
@@ -331,15 +344,31 @@ class KeyedFile:
         self.path = path
 
     def read(self) -> dict:
+        if not self.usable():
+            return {}
         try:
             return json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):  # absent or unreadable: a cache starts empty
+        except (OSError, ValueError):  # absent or unreadable: a cache starts empty
             return {}
+
+    def usable(self) -> bool:
+        """Absent, or a regular file of sane size: a FIFO would block the reader, and a folder
+        or a device in its place is not the cache hpod wrote."""
+        try:
+            info = self.path.stat()
+        except OSError:
+            return True
+        return stat.S_ISREG(info.st_mode) and info.st_size <= MAX_CACHE_BYTES
 
     def put(self, key: str, entry: dict) -> None:
         self.update({key: entry})
 
     def update(self, entries: dict) -> None:
+        if not self.usable():
+            log.warning(
+                "%s is not the cache hpod keeps there (not a regular file, or too large): move it away", self.path
+            )
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.with_name(self.path.name + ".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

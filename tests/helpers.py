@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -112,3 +114,20 @@ def log_lines(path: Path) -> list[str]:
     lines = path.read_text().splitlines()
     assert all(LOGGED_AT.match(line) for line in lines), lines
     return [LOGGED_AT.sub("", line) for line in lines]
+
+
+@contextlib.contextmanager
+def answered_within(seconds: int):
+    """Fail a command that blocks (a FIFO's open) instead of hanging the suite: the alarm's
+    exception interrupts the blocked call."""
+
+    def late(*_):
+        raise TimeoutError(f"no answer within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, late)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -15,23 +16,31 @@ from hypothesis import strategies as st
 
 from hpod.cli import main
 from tests.conftest import TINY_JOB
+from tests.helpers import answered_within
 
 JUNK = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
 NUMBERS = st.integers(-(10**30), 10**30).map(str) | st.sampled_from(["nan", "inf", "-1", "0", "1e400", "0x10"])
 BUDGETS = st.sampled_from(["20K", "50K", "2M", "1.5M", "2B", "0", "10", "9" * 40, "2X", "20K,20K", ""]) | JUNK
 HORIZONS = st.sampled_from(["h1", "h5", "h0", "h" + "9" * 30, "5", "h1,h3", ""]) | JUNK
-JOBS = st.sampled_from([str(TINY_JOB), "nope.yaml", "/", "/dev/null"]) | JUNK
+SPECIAL = ["fifo", "directory", "dangling", "not-utf8.yaml", "empty.csv", "/dev/zero"]  # made by `special_files`
+FILES = st.sampled_from(SPECIAL)
+JOBS = st.sampled_from([str(TINY_JOB), "nope.yaml", "/", "/dev/null"]) | FILES | JUNK
 OPTIONS = {
     "enqueue": {
         "--budget": BUDGETS, "--horizon": HORIZONS, "--job": JOBS, "--trials": NUMBERS, "--max-epochs": NUMBERS,
         "--priority": NUMBERS, "--timeout": NUMBERS, "--memory-limit": st.sampled_from(["20G", "0G", "1e9T"]) | JUNK,
-        "--data": st.sampled_from(["/", "nope.csv", "/dev/null"]) | JUNK,
+        "--data": st.sampled_from(["/", "nope.csv", "/dev/null"]) | FILES | JUNK,
         "--storage": st.sampled_from(["notaurl"]) | JUNK,
     },
     "grid": {"--budget": BUDGETS, "--horizon": HORIZONS, "--job": JOBS},
     "show": {},
-    "export": {"--format": st.sampled_from(["csv", "json", "xml"]), "-o": st.sampled_from(["/proc/x/y"]) | JUNK},
-    "report": {"--job": JUNK, "--bootstrap": NUMBERS, "--plot": st.sampled_from(["x.png", "/proc/x.png"]) | JUNK},
+    "export": {
+        "--format": st.sampled_from(["csv", "json", "xml"]),
+        "-o": st.sampled_from(["/proc/x/y", "directory", "not-utf8.yaml"]) | JUNK,  # a FIFO blocks, as `>` does
+    },
+    "report": {
+        "--job": JUNK, "--bootstrap": NUMBERS, "--plot": st.sampled_from(["x.png", "/proc/x.png"]) | FILES | JUNK,
+    },
     "status": {},
     "pause": {},
     "resume": {},
@@ -44,7 +53,7 @@ POSITIONAL = {
     "resume": st.lists(NUMBERS, min_size=1, max_size=1),
     "cancel": st.lists(NUMBERS, min_size=1, max_size=1),
     "export": st.lists(NUMBERS | JUNK, min_size=1, max_size=1),
-    "import": st.lists(NUMBERS, min_size=1, max_size=1).flatmap(lambda job: st.just([*job, "missing.json"])),
+    "import": st.tuples(NUMBERS, st.just("missing.json") | FILES).map(list),
 }
 
 
@@ -70,6 +79,17 @@ def snapshot(root: Path) -> dict[str, str]:
     }
 
 
+def special_files(directory: Path) -> None:
+    """What a mistyped path names on a real machine: a FIFO (opened, it would block), a directory,
+    a dangling link, bytes that are not text, an empty file."""
+    if not (directory / "fifo").exists():
+        os.mkfifo(directory / "fifo")
+        (directory / "directory").mkdir()
+        (directory / "dangling").symlink_to(directory / "gone")
+        (directory / "not-utf8.yaml").write_bytes(b"\xff\xfe\x00search: {")
+        (directory / "empty.csv").write_bytes(b"")
+
+
 def rows(database: Path) -> bytes:
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         return "\n".join(db.iterdump()).encode()
@@ -90,8 +110,10 @@ def test_every_command_line_exits_0_or_refuses_in_one_line_leaving_the_state_as_
     queued_state, tmp_path, monkeypatch, capsys, args
 ):
     monkeypatch.chdir(tmp_path)  # a generated -o or --plot path lands here, never in the checkout
+    special_files(tmp_path)
     before = snapshot(queued_state)
-    code = main([*args, "--state-dir", str(queued_state)])
+    with answered_within(20):
+        code = main([*args, "--state-dir", str(queued_state)])
     _, err = capsys.readouterr()
     assert code in (0, 2), (args, code, err)
     if code == 2:

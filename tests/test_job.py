@@ -45,7 +45,7 @@ def test_a_bad_job_file_is_refused_naming_the_file_and_key(text, message):
 
 
 def test_a_missing_job_file_is_named(tmp_path):
-    with pytest.raises(HpodError, match="nope.yaml: cannot be read"):
+    with pytest.raises(HpodError, match="job file .*nope.yaml does not exist"):
         load_job(tmp_path / "nope.yaml")
 
 

@@ -22,7 +22,7 @@ from hpod.cli.base import (
     wide_option,
 )
 from hpod.errors import HpodError
-from hpod.state import DamagedError, StateDir
+from hpod.state import DamagedError, StateDir, refuse_link, regular_file
 from hpod.storage import shown_url
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.rows import QueuedJob
@@ -31,6 +31,7 @@ from hpod.tables import Column, fitted, table_width
 from hpod.tables import show as show_table
 
 FOLLOW_POLL_S = 1.0
+MAX_LOG_BYTES = 2**30  # a trial log holds a line per trial; past it, not what hpod wrote
 
 
 @cli.command()
@@ -144,8 +145,9 @@ def print_log(path: Path, ended: Callable[[], bool], poll_s: float = FOLLOW_POLL
     offset = 0
     while True:
         last = ended()
-        if path.exists():
-            with path.open() as f:
+        if path.exists() or path.is_symlink():
+            regular_file(refuse_link(path), "trial log", MAX_LOG_BYTES)  # a FIFO would block, a link leak
+            with path.open(errors="replace") as f:  # a damaged line is shown damaged, not a traceback
                 f.seek(offset)
                 text = f.read()
                 offset = f.tell()

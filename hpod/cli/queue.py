@@ -109,6 +109,7 @@ def enqueue(
     """Queue one study per budget × horizon, after checking all of them and timing training steps
     here; prints the job ids and how long each should take."""
     from hpod.state import KeyedFile
+    from hpod.study.estimate import TIMING_LIMIT_S
     from hpod.supervisor.enqueue import prepare_jobs
     from hpod.trial.device import check_device
 
@@ -120,13 +121,15 @@ def enqueue(
     options = {"storage": storage, "priority": priority, "timeout_h": timeout, "force": force}
     options["step_times"] = None if no_estimate else known
     if not no_estimate and sys.stderr.isatty():
-        click.echo("timing training steps for the estimate (--no-estimate skips this)…", err=True)
+        limit = f"at most {TIMING_LIMIT_S:.0f} s and an eighth of the memory limit"
+        click.echo(f"timing training steps for the estimate ({limit}; --no-estimate skips this)…", err=True)
     rows = prepare_jobs(job, budgets, horizons, **options)
     if storage is not None:
         open_storage(storage)  # a bad URL or an unreachable server is refused now, not at claim time
     queue = Queue(state.create().queue_db)
     ids = queue.enqueue(rows, force=force)
-    times.update(known)  # the step times measured for the estimate, kept once the jobs are queued
+    if not no_estimate:
+        times.update(known)  # the step times measured for the estimate, kept once the jobs are queued
     if job.on_event is not None:
         note = f"{job_file} carries an on_event command ({job.on_event[:80]!r}): a daemon runs it only with "
         click.echo(f"note: {note}--allow-job-commands", err=True)
@@ -136,6 +139,8 @@ def enqueue(
         click.echo(json.dumps(shown, indent=2))
     for j in [] if as_json else queued:
         click.echo(f"{j.id}\t{j.study_name}\t{'no estimate' if j.estimate is None else j.estimate.describe()}")
+        for note in () if j.estimate is None else j.estimate.notes:
+            click.echo(f"note: {j.study_name}: {note}", err=True)
 
 
 @cli.command()

@@ -15,6 +15,7 @@ class Estimate:
     trial_s: tuple[float, float]  # fewest epochs (pruned or stopped early) on the fastest; most on the slowest
     study_s: tuple[float, float]  # the target's trials and the seed runs
     timed: dict[str, float]  # architecture key → seconds per epoch
+    notes: tuple[str, ...] = ()  # what was measured otherwise than by timing the architecture itself
 
     @property
     def expected_s(self) -> float:
@@ -31,7 +32,7 @@ class Estimate:
     def from_dict(cls, data: dict) -> Estimate:
         """Back from `as_dict` (a queue row keeps it as JSON)."""
         spans = (tuple(data[name]) for name in ("epoch_s", "trial_s", "study_s"))
-        return cls(data["device"], *spans, data["timed"])
+        return cls(data["device"], *spans, data["timed"], tuple(data.get("notes", ())))
 
 
 def span(seconds: tuple[float, float]) -> str:

@@ -12,9 +12,10 @@ import datetime as dt
 import logging
 import shutil
 import sqlite3
+import stat
 from pathlib import Path
 
-from hpod.state import StateDir, read_only_uri
+from hpod.state import NOT_REGULAR, StateDir, read_only_uri
 
 log = logging.getLogger(__name__)
 KEEP = 3  # backups kept per database; each is the size of its database
@@ -52,7 +53,10 @@ def back_up(state: StateDir) -> list[Path]:
 
 def problem(path: Path) -> str | None:
     """What is wrong with a database file, or None when `PRAGMA integrity_check` says ok."""
-    if path.stat().st_size == 0:
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # opened, a FIFO would block
+        return "is a directory" if stat.S_ISDIR(info.st_mode) else NOT_REGULAR
+    if info.st_size == 0:
         return "is empty (0 bytes)"
     try:
         with sqlite3.connect(read_only_uri(path) or f"file:{path}?mode=ro", uri=True, timeout=30) as db:
@@ -84,7 +88,7 @@ def examine(state: StateDir) -> list[tuple[Path, str]]:
     found = []
     for name in DATABASES:
         path = state.root / name
-        if path.is_file() and (what := problem(path)) is not None:
+        if path.exists() and (what := problem(path)) is not None:
             found.append((path, what))
     for path in sorted(state.checkpoints.rglob("*")) if state.checkpoints.is_dir() else []:
         if path.suffix in (".pt", ".npz") and path.is_file() and (what := file_problem(path)) is not None:

@@ -14,7 +14,7 @@ from hpod.errors import HpodError
 from hpod.job import JobSpec
 from hpod.study.budget import format_budget
 from hpod.study.duration import Estimate, duration
-from hpod.study.estimate import estimate_study
+from hpod.study.estimate import Timing, estimate_study
 from hpod.study.plan import StudyPlan, plan_study
 from hpod.trial.data import checksum, data_file, data_shape, load_dataset
 from hpod.trial.device import pick_device
@@ -41,7 +41,9 @@ def prepare_jobs(
     datasets = {horizon: load_dataset(job.data, horizon) for horizon in horizons}
     estimates = {}
     if step_times is not None:
-        estimates = {p.name: estimate_study(p, datasets[p.horizon], step_times) for p in plans}
+        device = pick_device(job.train.device)
+        timing = Timing.start(job_limit(job.guard, device).bytes)  # one bound for the whole enqueue
+        estimates = {p.name: estimate_study(p, datasets[p.horizon], step_times, timing) for p in plans}
         for plan in plans:
             if estimates[plan.name] is not None:
                 check_duration(plan, estimates[plan.name], force)

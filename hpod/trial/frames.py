@@ -45,7 +45,8 @@ def read_table(path: Path, max_mb: int) -> pd.DataFrame:
     """A CSV, gzipped CSV or Parquet file as read, with matching-ready column names; its size,
     expanded size and columns bounded before it is parsed (`data.max_mb` raises the limit)."""
     max_bytes, raise_it = max_mb * 2**20, "; raise data.max_mb in the job file to read it"
-    regular_file(path, "data file", max_bytes, raise_it)
+    if regular_file(path, "data file", max_bytes, raise_it) == 0:
+        raise HpodError(f"data file {path} is empty (0 bytes)")
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq

@@ -72,7 +72,9 @@ def can_measure(device: str) -> bool:
 
 def train_steps(model_config: ModelConfig, config: TrainConfig, dataset: Dataset, micro_batch: int, steps: int):
     """Build the model and optimizer and train `steps` steps of one micro-batch each on real
-    training rows; yields each step's seconds. Everything is freed when the generator closes."""
+    training rows; yields each step's seconds as (forward and backward, optimizer step), which a
+    trial pays per micro-batch and per effective batch. Everything is freed when the generator
+    closes."""
     model = PatchTST(model_config).to(config.device)
     optimizer = make_optimizer(model, config)
     rows = dataset.splits["train"][:micro_batch]
@@ -80,15 +82,21 @@ def train_steps(model_config: ModelConfig, config: TrainConfig, dataset: Dataset
         for _ in range(steps):
             start = time.perf_counter()
             accumulate_gradients(model, dataset, rows, config, micro_batch)
+            _synchronize(config.device)
+            middle = time.perf_counter()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if config.device.startswith("cuda"):
-                torch.cuda.synchronize(config.device)
-            yield time.perf_counter() - start
+            _synchronize(config.device)
+            yield middle - start, time.perf_counter() - middle
     finally:
         del model, optimizer
         if config.device.startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def probe_steps(model_config: ModelConfig, config: TrainConfig, dataset: Dataset, micro_batch: int) -> int:
@@ -178,13 +186,19 @@ class ChoiceCache(KeyedFile):
         super().put(key, asdict(choice))
 
 
+@dataclass(frozen=True)
+class StepSeconds:
+    compute: float  # forward and backward of one micro-batch
+    update: float  # the optimizer step, once per effective batch
+
+
 def time_micro_step(
     model_config: ModelConfig, config: TrainConfig, dataset: Dataset, micro_batch: int, repeats: int = 2
-) -> float:
-    """Seconds of one training step of one micro-batch on real rows: the median of `repeats`
-    after a warm-up step (the first allocates AdamW's moments and warms the kernels)."""
-    times = list(train_steps(model_config, config, dataset, micro_batch, repeats + 1))
-    return statistics.median(times[1:])
+) -> StepSeconds:
+    """One training step of one micro-batch on real rows: the medians of `repeats` after a
+    warm-up step (the first allocates AdamW's moments and warms the kernels)."""
+    times = list(train_steps(model_config, config, dataset, micro_batch, repeats + 1))[1:]
+    return StepSeconds(statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
 
 
 def measure(job_file: str | None, horizon: int, key: str, micro_batch: int, device: str = "cpu") -> dict:

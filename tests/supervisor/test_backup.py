@@ -3,6 +3,7 @@ one line by every command, named by the doctor, and put back from the daemon's b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -42,7 +43,7 @@ def test_the_daemon_backs_up_both_databases_at_a_job_boundary(finished_state):
     names = sorted(p.name.split(".db.")[0] for p in (finished_state / "backups").iterdir())
     assert names == ["optuna", "queue"]
     for backup in (finished_state / "backups").iterdir():
-        with sqlite3.connect(backup) as db:
+        with contextlib.closing(sqlite3.connect(backup)) as db:  # closed now: its WAL files go with it
             assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert hpod(finished_state, "doctor").returncode == 0
 

@@ -5,6 +5,7 @@ command; with real daemons on real queues."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 
 from hpod.supervisor.queue import Queue
+from hpod.trial.memory import GIB
 from tests.helpers import enqueue, finish, hpod, start_daemon, status, wait_for, write_job
 
 STUDY = "daemon-20K-h1"
@@ -92,3 +94,25 @@ def test_the_event_command_gets_its_variables_and_a_failing_one_does_not_stop_th
         assert env["HPOD_STATE"] == "done" and env["HPOD_STUDY"] == job["study"]
         assert float(env["HPOD_BEST_LOSS"]) == job["best_val_loss"]
     assert "event command for job 1 (done) exited 1" in out
+
+
+def peak_run(state, *args: str) -> tuple[int, str, int]:
+    """(exit code, stderr, peak resident bytes) of one hpod command, its own peak (wait4)."""
+    command = [sys.executable, "-m", "hpod", *args, "--state-dir", str(state)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, stderr, usage.ru_maxrss * 1024
+
+
+def test_the_estimate_of_a_large_study_times_within_an_eighth_of_the_memory_limit_and_says_how(tmp_path):
+    request = ("enqueue", "--budget", "20M", "--horizon", "h1", "--memory-limit", "2G")  # the default job's grid
+    code, _, bare = peak_run(tmp_path / "bare", *request, "--no-estimate")
+    assert code == 0
+    code, stderr, timed = peak_run(tmp_path / "timed", *request)
+    assert code == 0, stderr
+    assert "timed as 1 and " in stderr and "its full step needs more memory than timing may use" in stderr
+    assert timed - bare <= 1.3 * 2 * GIB / 8  # the memory model's tolerance over the timing's share
+    shown = hpod(tmp_path / "timed", "show", "1")
+    assert "timed as 1 and " in shown.stdout
