@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from hpod.records import trial_row
-from hpod.results.report import Cell, has_skill
+from hpod.results.report import Cell
+from hpod.results.skill import beats
 from hpod.study.budget import format_budget
 from hpod.study.plan import best_trial
 from hpod.supervisor.held_job import HeldJob
@@ -83,17 +84,21 @@ REPORT_COLUMNS = (
     Column("test loss"),
     Column("val skill", rank=1),
     Column("test skill", rank=2),
-    Column("constant", rank=3),
-    Column("linear", rank=4),
+    Column("against", "left", rank=3),
+    Column("test AUC", rank=4),
+    Column("linear AUC", rank=5),
+    Column("linear", rank=6),
+    Column("trailing", rank=7),
+    Column("constant", rank=8),
     Column("params"),
     Column("arch", "left"),
-    Column("trials c/p/f", rank=5),
-    Column("val n", rank=6),
-    Column("job", "left", rank=7),
+    Column("trials c/p/f", rank=9),
+    Column("val n", rank=10),
+    Column("job", "left", rank=11),
 )
 REPORT_CAPTION = (
-    "loss: seed mean ± SE, beside the baselines on the same split; skill = 1 − loss / constant's "
-    "(± SE, block bootstrap); * no skill beyond 2 SE"
+    "loss: seed mean ± SE; skill = 1 − loss / the strongest baseline's on that split (named under "
+    "against), ± SE; * within 2 SE; AUC: the seed runs' and the linear baseline's on test"
 )
 
 
@@ -112,10 +117,11 @@ def report_cells(c: Cell) -> list[str]:
         format_budget(c.budget), f"h{c.horizon}",
         _pm(val.get("loss", c.val_loss), val.get("loss_se"), ".4f"),
         _pm(test.get("loss", (c.test or {}).get("test_loss")), test.get("loss_se"), ".4f"),
-        _pm(val.get("skill_constant"), val.get("skill_constant_se"), "+.3f") + ("*" * (has_skill(c) is False)),
-        _pm(test.get("skill_constant"), test.get("skill_constant_se"), "+.3f"),
-        _num(baselines.get("constant", {}).get("val_loss"), ".4f"),
-        _num(baselines.get("linear", {}).get("val_loss"), ".4f"),
+        _pm(val.get("skill"), val.get("skill_se"), "+.3f") + ("*" * (beats(c.skill, "", "val") is False)),
+        _pm(test.get("skill"), test.get("skill_se"), "+.3f") + ("*" * (beats(c.skill, "", "test") is False)),
+        "/".join(dict.fromkeys(split["strongest"] for split in (val, test) if "strongest" in split)) or "-",
+        _num(test.get("auc"), ".3f"), _num(test.get("auc_linear"), ".3f"),
+        *(_num(baselines.get(name, {}).get("val_loss"), ".4f") for name in ("linear", "trailing", "constant")),
         _num(b.get("param_count"), ","), b.get("arch") or "-",
         f"{c.counts['complete']}/{c.counts['pruned']}/{c.counts['failed']} of {c.target}",
         _num(b.get("n_val"), ","), c.job,

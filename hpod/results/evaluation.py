@@ -19,7 +19,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from hpod.records import BASELINES, TEST_EVALUATION
-from hpod.results.baselines import EVALUATED, baseline_losses, sample_losses, summary
+from hpod.results.baselines import EVALUATED, baseline_losses, baseline_outputs, sample_losses, summary
 from hpod.study.plan import StudyPlan, best_trial
 from hpod.trial import checkpoint as checkpoint_io
 from hpod.trial.data import Dataset
@@ -69,8 +69,13 @@ def evaluate_study(
     outputs = {split: [run_outputs(plan, t, dataset, w["model"], split) for t, w in runs] for split in EVALUATED}
     targets = {split: dataset.targets[dataset.splits[split]] for split in EVALUATED}
     losses = {s: np.stack([sample_losses(o, targets[s], dataset.task) for o in outs]) for s, outs in outputs.items()}
-    baselines = baseline_losses(dataset)
-    write_samples(samples_path(checkpoints, study.study_name), losses, baselines)
+    baseline_scores = baseline_outputs(dataset)
+    baselines = baseline_losses(dataset, baseline_scores)
+    scores = {}
+    if dataset.task == "binary":  # what the report's AUC ranks, beside the labels
+        scores = {"model": {s: torch.stack(o).float().cpu().numpy() for s, o in outputs.items()}} | baseline_scores
+        scores["labels"] = {s: t.numpy() for s, t in targets.items()}
+    write_samples(samples_path(checkpoints, study.study_name), losses, baselines, scores)
     result = {
         "trial": best.number,
         "epoch": weights["epoch"],
@@ -104,11 +109,20 @@ def run_outputs(plan: StudyPlan, trial: FrozenTrial, dataset: Dataset, state: di
     return outputs
 
 
-def write_samples(path: Path, model: dict[str, np.ndarray], baselines: dict[str, dict[str, np.ndarray]]) -> None:
-    """model_val, model_test: (runs, samples), row 0 the best trial, then the seed runs; and
-    <baseline>_val, <baseline>_test; float32, in time order."""
+def write_samples(
+    path: Path,
+    model: dict[str, np.ndarray],
+    baselines: dict[str, dict[str, np.ndarray]],
+    scores: dict[str, dict[str, np.ndarray]] | None = None,
+) -> None:
+    """Per-sample losses: model_val, model_test (runs, samples), row 0 the best trial, then the
+    seed runs, and <baseline>_val, <baseline>_test; for a binary target also the outputs each
+    ranks the samples by, scores_model_val … scores_<baseline>_test, and scores_labels_val and
+    _test (the report's AUC); float32, in time order."""
     arrays = {f"model_{s}": v.astype(np.float32) for s, v in model.items()}
     arrays |= {f"{name}_{s}": v.astype(np.float32) for name, splits in baselines.items() for s, v in splits.items()}
+    for name, splits in (scores or {}).items():
+        arrays |= {f"scores_{name}_{s}": np.asarray(v, dtype=np.float32) for s, v in splits.items()}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     checkpoint_io.write_atomic(path, lambda f: f.write(buffer.getvalue()))

@@ -31,19 +31,23 @@ def plot_report(cells: list[Cell], reports: list[LawReport], path: Path) -> None
 
 
 def plot_law(ax, cells: list[Cell], reports: list[LawReport]) -> None:
-    """One horizon: each job's losses with seed error bars, its baselines as lines, the fit and its
-    band. Horizons get panels of their own: their baselines differ (~0.47 at h1, ~0.71 at h5)."""
+    """One horizon: each job's seed-mean losses on the split its law is fitted to, with seed error
+    bars (a budget without that evaluation is left out, not drawn as its best trial), its
+    baselines as lines, the fit and its band. Horizons get panels of their own: their baselines
+    differ (~0.47 at h1, ~0.71 at h5)."""
     import matplotlib.pyplot as plt
 
     colours = plt.get_cmap("tab10")
     for i, report in enumerate(reports):
         colour = colours(i % 10)
-        group = [c for c in cells if c.job == report.job and c.best is not None]
+        split = report.split
+        group = [c for c in cells if c.job == report.job and split in c.skill]  # seed means only
         n = np.array([c.best["param_count"] for c in group], dtype=float)
-        se = [c.skill.get("val", {}).get("loss_se", 0.0) for c in group]
-        ax.errorbar(n, [c.val_loss for c in group], yerr=se, fmt="o", color=colour, capsize=3, label=report.job)
-        for name, style in (("constant", "--"), ("linear", ":")):
-            levels = [c.baselines[name]["val_loss"] for c in group if c.baselines and name in c.baselines]
+        se = [c.skill[split]["loss_se"] for c in group]
+        losses = [c.skill[split]["loss"] for c in group]
+        ax.errorbar(n, losses, yerr=se, fmt="o", color=colour, capsize=3, label=f"{report.job} ({split})")
+        for name, style in (("constant", "--"), ("linear", ":"), ("trailing", "-.")):
+            levels = [c.skill[split][name] for c in group if name in c.skill[split]]
             if levels:
                 ax.axhline(float(np.mean(levels)), color=colour, linestyle=style, label=f"{report.job}: {name}")
         if report.fit is None or report.interval is None:
@@ -55,7 +59,7 @@ def plot_law(ax, cells: list[Cell], reports: list[LawReport]) -> None:
         ax.fill_between(band.grid, low, high, color=colour, alpha=0.2)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N (exact count)")
-    ax.set_ylabel("validation loss (seed mean ± SE)")
+    ax.set_ylabel(f"{' / '.join(sorted({r.split for r in reports}))} loss (seed mean ± SE)")
     ax.set_title(f"h{cells[0].horizon}: loss vs parameters", fontsize="medium")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="x-small")

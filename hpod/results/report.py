@@ -1,10 +1,9 @@
 """`hpod report`: per budget × horizon the searched model beside its baselines on the same split,
-as skill with a standard error, the scaling law fitted to the budgets with a verdict, and the
-warnings a reader of the numbers needs.
+as skill with a standard error (`skill.py`), the scaling law fitted to the budgets' test losses
+with a verdict (`scaling.py`), and the warnings a reader of the numbers needs.
 
-Skill = 1 − L / L_constant (0: no better than predicting the train rate or mean; horizons are
-compared through it, never through raw loss). Each cell's loss is the mean of its seed runs
-(else its best trial's, chosen on val and so biased low); standard errors come from a
+Horizons are compared through skill, never through raw loss. Each cell's loss is the mean of its
+seed runs (else its best trial's, chosen on val and so biased low); standard errors come from a
 moving-block bootstrap of the evaluation samples, drawn once per job and horizon and shared by
 its budgets, and of the seeds (`resample.py`).
 """
@@ -21,14 +20,13 @@ from optuna.trial import FrozenTrial, TrialState
 from hpod.job import JobSpec, parse_job
 from hpod.records import BASELINES, EPOCHS_RUN, MICRO_BATCH, PARAMS, TEST_EVALUATION, VAL_AUC
 from hpod.results.evaluation import read_samples, samples_path
-from hpod.results.resample import block_counts, replicate_losses, resampled_means, standard_error
+from hpod.results.resample import block_counts
 from hpod.results.scaling import PARAMETERS, Fit, LawInterval, fit_law, law_interval, verdict
+from hpod.results.skill import SPLITS, beats, falls_short, split_skill
 from hpod.study.budget import format_budget
 from hpod.study.plan import best_trial
 from hpod.trial.data import data_shape
 from hpod.trial.grid import build_grid
-
-SPLITS = ("val", "test")
 
 
 @dataclass
@@ -49,7 +47,7 @@ class Cell:
     warnings: list[str] = field(default_factory=list)
     trials: list[tuple[int, float, int, int]] = field(default_factory=list)  # complete: params, loss, d_model, layers
     samples: dict | None = field(default=None, repr=False)  # per-sample losses (evaluation.write_samples)
-    replicates: np.ndarray | None = field(default=None, repr=False)  # bootstrap draws of the val loss
+    replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # split -> loss draws
 
     @property
     def finished(self) -> int:
@@ -61,16 +59,22 @@ class Cell:
 
     @property
     def val_loss(self) -> float | None:
-        """The loss the fit uses: the seed runs' mean when measured, else the best trial's."""
-        if "val" in self.skill:
-            return self.skill["val"]["loss"]
+        """The seed runs' mean val loss when measured, else the best trial's."""
+        return self.loss("val")
+
+    def loss(self, split: str) -> float | None:
+        """The seed runs' mean loss on the split when measured, else the best trial's."""
+        if split in self.skill:
+            return self.skill[split]["loss"]
+        if split == "test":
+            return None if self.test is None else self.test["test_loss"]
         return None if self.best is None else self.best["val_loss"]
 
     def as_json(self) -> dict:
         """What `--json` shows: the cell without its arrays and job spec (nor copies of them)."""
         hidden = ("trials", "samples", "replicates", "spec")
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
-        return shown | {"train_tokens_per_parameter": tokens_per_parameter(self)}
+        return shown | {"train_labels_per_parameter": labels_per_parameter(self)}
 
 
 def cells(
@@ -163,42 +167,24 @@ def measure(group: list[Cell], resamples: int, seed: int = 0) -> None:
             draws[split] = block_counts(sizes.pop(), block, resamples, rng)
     for c in measured:
         for split, counts in draws.items():
-            c.skill[split], replicates = split_skill(c.samples, split, counts, rng)
-            if split == "val":
-                c.replicates = replicates
-
-
-def split_skill(samples: dict, split: str, counts: np.ndarray, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
-    """The cell's loss on a split (seed mean, else the best trial), the baselines', and skill
-    against each, all with bootstrap SEs; and the loss's replicates."""
-    runs = samples[f"model_{split}"]
-    runs = runs[1:] if len(runs) > 1 else runs  # the seed runs; the best trial alone without them
-    loss = replicate_losses(runs, counts, rng)
-    out = {"loss": float(runs.mean()), "loss_se": standard_error(loss), "runs": len(runs)}
-    for name in ("constant", "zero", "linear"):
-        key = f"{name}_{split}"
-        if key not in samples:
-            continue
-        base = resampled_means(samples[key], counts)[:, 0]
-        out[name] = float(samples[key].mean())
-        out[f"skill_{name}"] = 1 - out["loss"] / out[name]
-        out[f"skill_{name}_se"] = standard_error(1 - loss / base)
-    return out, loss
+            c.skill[split], c.replicates[split] = split_skill(c.samples, split, counts, rng)
 
 
 def has_skill(c: Cell) -> bool | None:
-    """Whether the cell beats the constant predictor on val by more than 2 SE (None: unmeasured)."""
-    val = c.skill.get("val")
-    if val is None:
+    """Whether the cell beats the constant predictor by more than 2 SE on val and on test
+    (None: unmeasured): a model chosen on val can beat it there by selection alone."""
+    judged = [beats(c.skill, "constant", split) for split in SPLITS]
+    if all(j is None for j in judged):
         return None
-    return val["skill_constant"] > 2 * val["skill_constant_se"]
+    return not falls_short(c.skill, "constant")
 
 
-def tokens_per_parameter(c: Cell) -> float | None:
-    """Train patch tokens an epoch per parameter of the best model."""
+def labels_per_parameter(c: Cell) -> float | None:
+    """Train labels per parameter of the best model: one per window (its overlapping patches are
+    views of the same rows, not data of their own)."""
     if c.best is None or c.best["n_train"] is None or not c.best["param_count"]:
         return None
-    return c.best["n_train"] * data_shape(c.spec.data).n_patches / c.best["param_count"]
+    return c.best["n_train"] / c.best["param_count"]
 
 
 def warnings(c: Cell) -> list[str]:
@@ -209,15 +195,21 @@ def warnings(c: Cell) -> list[str]:
     if c.best is None:
         return [*found, f"{c.name}: no complete trial"]
     if has_skill(c) is False:
-        found.append(f"{c.name}: no skill over the constant predictor (within 2 SE); the model has learnt nothing")
+        splits = " and ".join(falls_short(c.skill, "constant"))
+        found.append(f"{c.name}: no skill over the constant predictor on {splits} (within 2 SE)")
+    elif short := falls_short(c.skill, "linear"):
+        found.append(
+            f"{c.name}: does not beat the linear baseline beyond 2 SE on {' and '.join(short)}; "
+            "a logistic or ridge regression of the last row does as well"
+        )
     if c.samples is None:
         found.append(f"{c.name}: no per-sample evaluation here; losses stand without baselines' SE or seed runs")
     elif len(c.samples["model_val"]) == 1:
         found.append(f"{c.name}: no seed runs; the loss is the best trial's, chosen on val and so biased low")
-    tokens = tokens_per_parameter(c)
-    if tokens is not None and tokens < 1:
+    labels = labels_per_parameter(c)
+    if labels is not None and labels < 1:
         found.append(
-            f"{c.name}: {tokens:.3g} train tokens per parameter; the model can memorise the train split, "
+            f"{c.name}: {labels:.3g} train labels per parameter; the model can memorise the train split, "
             "so a law here is one of over-parameterised models on a small series"
         )
     n_val = c.best["n_val"]
@@ -254,6 +246,8 @@ class LawReport:
     interval: LawInterval | None
     verdict: str  # law | no scaling detected | underdetermined | no fit
     reason: str
+    split: str = "test"  # the losses fitted: test, which no selection touched, else val
+    beside: Fit | None = None  # the same fit on val, shown beside the test fit
 
     def as_json(self) -> dict:
         out = {
@@ -262,9 +256,12 @@ class LawReport:
             "budgets": self.budgets,
             "verdict": self.verdict,
             "reason": self.reason,
+            "split": self.split,
         }
         if self.fit is not None:
             out["fit"] = asdict(self.fit)
+        if self.beside is not None:
+            out["val_fit"] = asdict(self.beside)
         if self.interval is not None:
             i = self.interval
             out["bootstrap"] = {
@@ -273,6 +270,11 @@ class LawReport:
                 "E_95": [i.E.low, i.E.high],
                 "drop": i.drop,
                 "drop_se": i.drop_se,
+                "fall": i.fall,
+                "fall_se": i.fall_se,
+                "search_scatter": i.scatter,
+                "lack_of_fit_p": i.lack_of_fit_p,
+                "drop_one": {"budget": i.without[0], "alpha_low": i.without[1]},
             }
         return out
 
@@ -283,18 +285,37 @@ def laws(all_cells: list[Cell]) -> list[LawReport]:
     return [law(job, horizon, [c for c in group if c.best is not None]) for (job, horizon), group in found]
 
 
+def fitted_split(group: list[Cell]) -> str:
+    """Test when every budget's seed runs were evaluated on it: val chose each configuration and
+    each run's best epoch, so a law on val carries that selection; else val, said as such."""
+    return "test" if all("test" in c.replicates for c in group) else "val"
+
+
+def search_scatter(group: list[Cell]) -> float:
+    """How far a budget's loss could land from where it did had its search picked another
+    configuration: the RMS gap between each budget's best trial and its seed runs' mean on val
+    (0.001–0.004 on the bundled data), a scale of how much the pick, not the budget, moves a loss."""
+    gaps = [c.best["val_loss"] - c.skill["val"]["loss"] for c in group if c.skill.get("val", {}).get("runs", 1) > 1]
+    return float(np.sqrt(np.mean(np.square(gaps)))) if gaps else 0.0
+
+
 def law(job: str, horizon: int, group: list[Cell]) -> LawReport:
     if len(group) < PARAMETERS:
         reason = f"{len(group)} budget(s) with a complete trial; L = E + A·N^-α needs at least {PARAMETERS}"
-        return LawReport(job, horizon, len(group), None, None, "no fit", reason)
+        return LawReport(job, horizon, len(group), None, None, "no fit", reason, split=fitted_split(group))
+    split = fitted_split(group)
     n = np.array([c.best["param_count"] for c in group], dtype=float)
-    losses = np.array([c.val_loss for c in group])
+    losses = np.array([c.loss(split) for c in group])
     fit = fit_law(n, losses)
-    measured = all(c.replicates is not None for c in group)
-    interval = law_interval(n, losses, np.stack([c.replicates for c in group], axis=1)) if measured else None
+    measured = all(split in c.replicates for c in group)
+    draws = np.stack([c.replicates[split] for c in group], axis=1) if measured else None
+    interval = None if draws is None else law_interval(n, losses, draws, search_scatter(group))
     no_skill = [c.name for c in group if has_skill(c) is False]
     result, reason = verdict(len(group), fit, interval, no_skill)
-    return LawReport(job, horizon, len(group), fit, interval, result, reason)
+    if all(falls_short(c.skill, "linear") for c in group):
+        reason += "; no budget beats the linear baseline beyond 2 SE on both splits"
+    beside = fit_law(n, np.array([c.loss("val") for c in group])) if split == "test" else None
+    return LawReport(job, horizon, len(group), fit, interval, result, reason, split, beside)
 
 
 def as_json(all_cells: list[Cell], reports: list[LawReport]) -> dict:
@@ -308,11 +329,15 @@ def as_json(all_cells: list[Cell], reports: list[LawReport]) -> dict:
 def describe(report: LawReport) -> str:
     """One line per fit, for the terminal: the verdict first; α only beside its interval."""
     head = f"{report.job} h{report.horizon}: {report.verdict}"
-    if report.fit is None or report.interval is None or report.verdict == "no scaling detected":
+    fitted = "the seed runs' test losses" if report.split == "test" else "val losses (no test evaluation)"
+    if report.fit is None:
         return f"{head} ({report.reason})"
+    if report.interval is None or report.verdict == "no scaling detected":
+        return f"{head} ({report.reason}; fitted to {fitted})"
     f, ci = report.fit, report.interval
+    beside = "" if report.beside is None else f"; on val α = {report.beside.alpha:.3f}"
     return (
-        f"{head}: L(N) = E + A·N^-α over {report.budgets} budgets, α = {f.alpha:.3f} "
+        f"{head}: L(N) = E + A·N^-α over {report.budgets} budgets of {fitted}, α = {f.alpha:.3f} "
         f"[{ci.alpha.low:.3f}, {ci.alpha.high:.3f}], E = {f.E:.4f} [{ci.E.low:.4f}, {ci.E.high:.4f}] "
-        f"(95% bootstrap of blocks and seeds, {ci.resamples} resamples); {report.reason}"
+        f"(95% bootstrap of blocks and seeds, {ci.resamples} resamples){beside}; {report.reason}"
     )

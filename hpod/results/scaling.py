@@ -25,6 +25,7 @@ ALPHA_GRID = np.linspace(0.0, ALPHA_MAX, 601)  # steps of 0.005
 PARAMETERS = 3  # E, A, α: fewer budgets than this cannot be fitted
 LAW_BUDGETS = 5  # fewer budgets leave a three-parameter fit underdetermined
 LEVEL = 0.95
+POWER_SE = 2.84  # a true fall this many SEs large passes the 2 SE test in 80% of studies
 
 
 @dataclass(frozen=True)
@@ -103,44 +104,116 @@ class LawInterval:
     resamples: int
     curves: np.ndarray  # (resamples, points) predicted losses on `grid`, for the plot's band
     grid: np.ndarray
+    scatter: float = 0.0  # sd of the per-budget offset added to each replicate (the search's scatter)
+    fall: float = 0.0  # the fitted law's fall from the smallest budget to the largest
+    fall_se: float = 0.0
+    lack_of_fit_p: float = 1.0  # share of refits on noise about the fitted law with a worse fit
+    without: tuple[float | None, float] = (None, 1.0)  # (budget N, α's lower end) of the worst drop-one refit
 
 
-def law_interval(n: np.ndarray, losses: np.ndarray, replicates: np.ndarray) -> LawInterval:
+def law_interval(
+    n: np.ndarray, losses: np.ndarray, replicates: np.ndarray, scatter: float = 0.0, seed: int = 0
+) -> LawInterval:
     """Percentile intervals of α and E from `replicates` (R, budgets) of the budgets' losses,
-    each a bootstrap draw of the same blocks and of each budget's seeds."""
-    e, a, alpha, _ = fit_laws(n, replicates)
+    each a bootstrap draw of the same blocks and of each budget's seeds, with an independent
+    offset of sd `scatter` per budget and replicate: a search run again would not land on the same
+    configuration, and that scatter between budgets is noise the law must stand above. Also the
+    fitted fall and its SE, a residual-bootstrap lack-of-fit test, and drop-one-budget refits."""
+    n = np.asarray(n, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = replicates + scatter * rng.standard_normal(replicates.shape)
+    e, a, alpha, _ = fit_laws(n, draws)
     grid = np.geomspace(min(n) / 2, max(n) * 2, 100)
     small, large = int(np.argmin(n)), int(np.argmax(n))
-    drops = replicates[:, small] - replicates[:, large]
+    fit = fit_law(n, losses)
+    falls = a * (n[small] ** -alpha - n[large] ** -alpha)
     return LawInterval(
         alpha=percentile_interval(alpha),
         E=percentile_interval(e),
         drop=float(losses[small] - losses[large]),
-        drop_se=float(np.std(drops, ddof=1)),
-        resamples=len(replicates),
+        drop_se=float(np.std(draws[:, small] - draws[:, large], ddof=1)),
+        resamples=len(draws),
         curves=e[:, None] + a[:, None] * grid[None, :] ** -alpha[:, None],
         grid=grid,
+        scatter=scatter,
+        fall=float(fit.predict(n[small]) - fit.predict(n[large])),
+        fall_se=float(np.std(falls, ddof=1)),
+        lack_of_fit_p=lack_of_fit(n, fit, draws),
+        without=weakest_drop_one(n, draws),
+    )
+
+
+def lack_of_fit(n: np.ndarray, fit: Fit, draws: np.ndarray) -> float:
+    """The share of refits to the fitted law plus the replicates' own noise (centred, so shared
+    noise stays shared) whose residuals exceed the observed ones: small when the losses stray from
+    L = E + A·N^−α by more than their noise (a U shape, a step)."""
+    centred = fit.predict(n)[None, :] + draws - draws.mean(axis=0, keepdims=True)
+    return float(np.mean(fit_laws(n, centred)[3] >= fit.rss))
+
+
+def weakest_drop_one(n: np.ndarray, draws: np.ndarray) -> tuple[float | None, float]:
+    """(N, α's lower end) of the budget whose removal leaves α's interval lowest: a law that one
+    budget makes is no law. Left out of four budgets, one leaves an exact three-parameter fit that
+    tells nothing; such a fit is underdetermined anyway."""
+    if len(n) <= PARAMETERS + 1:
+        return (None, 1.0)
+    lows = [percentile_interval(fit_laws(np.delete(n, b), np.delete(draws, b, axis=1))[2]).low for b in range(len(n))]
+    b = int(np.argmin(lows))
+    return (float(n[b]), lows[b])
+
+
+def power(interval: LawInterval) -> str:
+    """What "no scaling" could have missed: the fall across the budgets' range that the 2 SE test
+    detects four times in five (2.8 SE: 2 for the test, 0.84 for 80% power), and what halves it.
+    The SE of the fall is the seeds' and the samples' noise, each falling as 1/√ of its count."""
+    return (
+        f"a fall of {POWER_SE * interval.drop_se:.2g} or more would have been detected with 80% power; "
+        "halving that takes 4× the seed runs and 4× the evaluation samples"
     )
 
 
 def verdict(budgets: int, fit: Fit, interval: LawInterval | None, no_skill: list[str]) -> tuple[str, str]:
     """("law" | "no scaling detected" | "underdetermined", the reason). A law only when the
     losses fall with N beyond their noise: the largest and smallest budgets differ by more than
-    2 SE, α's interval excludes 0 and touches neither bound of the grid, every cell beats the
-    constant predictor by 2 SE, and at least LAW_BUDGETS budgets pin three parameters."""
+    2 SE and so does the fitted law's fall, α's interval lies clear of 0 (above the grid's first
+    step) and of its upper bound, and stays clear of 0 with any one budget left out, the law fits
+    (lack-of-fit p ≥ 0.05), every cell beats the constant predictor by 2 SE on val and test, and
+    at least LAW_BUDGETS budgets pin three parameters."""
     if interval is None:
         return "no scaling detected", "no per-sample losses to measure the noise with (evaluation missing)"
     if no_skill:
         return "no scaling detected", f"no skill over the constant predictor at {', '.join(no_skill)}"
+    if interval.drop < -2 * interval.drop_se:
+        return "no scaling detected", (
+            f"the loss rises by {-interval.drop:.4g} from the smallest to the largest budget, "
+            f"beyond 2 SE ({2 * interval.drop_se:.4g})"
+        )
     if interval.drop <= 2 * interval.drop_se:
         return "no scaling detected", (
             f"the loss falls by {interval.drop:.4g} from the smallest to the largest budget, "
-            f"within 2 SE ({2 * interval.drop_se:.4g})"
+            f"within 2 SE ({2 * interval.drop_se:.4g}); {power(interval)}"
+        )
+    if interval.fall <= 2 * interval.fall_se:
+        return "no scaling detected", (
+            f"the fitted law falls by {interval.fall:.4g} across the budgets, within 2 SE ({2 * interval.fall_se:.4g})"
         )
     step = ALPHA_GRID[1]
     low, high = interval.alpha.low, interval.alpha.high
-    if low < step or high > ALPHA_MAX - step:
+    if low <= step or high > ALPHA_MAX - step:
         return "no scaling detected", f"α's 95% interval [{low:.3f}, {high:.3f}] reaches a bound of [0, {ALPHA_MAX:g}]"
+    if interval.lack_of_fit_p < 0.05:
+        return "no scaling detected", (
+            f"L = E + A·N^-α does not fit the losses (lack-of-fit p = {interval.lack_of_fit_p:.3f})"
+        )
+    left_out, low_without = interval.without
+    if low_without <= step:
+        return "no scaling detected", (
+            f"without the {left_out:,.0f}-parameter budget α's interval reaches 0 (lower end {low_without:.3f}): "
+            "one budget makes the law"
+        )
     if budgets < LAW_BUDGETS:
         return "underdetermined", f"{budgets} budgets for {PARAMETERS} parameters; a law needs at least {LAW_BUDGETS}"
-    return "law", f"losses fall by {interval.drop:.4g} ± {interval.drop_se:.2g} (SE) across {budgets} budgets"
+    return "law", (
+        f"losses fall by {interval.drop:.4g} ± {interval.drop_se:.2g} (SE) across {budgets} budgets, "
+        f"the law fits (lack-of-fit p = {interval.lack_of_fit_p:.2f}) and survives leaving out any one budget"
+    )

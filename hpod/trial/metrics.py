@@ -26,13 +26,17 @@ def baseline_loss(dataset: Dataset) -> float:
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
-    """ROC AUC by the rank-sum statistic; None when one class is absent."""
-    n_pos = int(labels.sum())
+    """ROC AUC by the rank-sum statistic, tied scores at their average rank (a constant scores
+    0.5, a trailing rate's few distinct values are not ordered by chance); None when one class
+    is absent."""
+    scores, labels = torch.as_tensor(scores), torch.as_tensor(labels)
+    n_pos = int((labels > 0.5).sum())
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = torch.empty(len(scores), dtype=torch.float64)
-    ranks[scores.argsort()] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()
+    ranks = (last - (counts.double() - 1) / 2)[inverse]
     return float((ranks[labels > 0.5].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

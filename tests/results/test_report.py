@@ -10,11 +10,15 @@ import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
+from sklearn.metrics import roc_auc_score
 
+from hpod.job import load_job
 from hpod.records import BASELINES, TEST_EVALUATION
+from hpod.results.baselines import baseline_outputs
 from hpod.results.evaluation import samples_path, write_samples
 from hpod.results.report import cells, laws
 from hpod.storage import open_storage
+from hpod.trial.data import load_dataset
 from tests.conftest import TINY_JOB
 from tests.helpers import hpod
 
@@ -23,9 +27,12 @@ BUDGETS = (50_000, 300_000, 1_500_000, 8_000_000, 50_000_000)
 SAMPLES, SEEDS = 1000, 3
 
 
-def synthetic_studies(state, budgets, losses_of=lambda n: E + A * n**-ALPHA, seed: int = 7) -> None:
+def synthetic_studies(
+    state, budgets, losses_of=lambda n: E + A * n**-ALPHA, seed: int = 7, linear: float | None = None, test=None
+) -> None:
     """Studies whose evaluation follows `losses_of(N)`: per-sample losses with a difficulty shared
-    by all budgets, written where the evaluation writes them, with a constant baseline above."""
+    by all budgets, written where the evaluation writes them, with a constant baseline above (and
+    a linear one at the level `linear`, when given); test losses are val's times `test(N)`."""
     rng = np.random.default_rng(seed)
     storage = open_storage(f"sqlite:///{state / 'optuna.db'}")
     shared = np.exp(0.5 * rng.normal(size=SAMPLES))
@@ -44,10 +51,11 @@ def synthetic_studies(state, budgets, losses_of=lambda n: E + A * n**-ALPHA, see
         )
         runs = level * (shared * (1 + 0.3 * rng.normal(size=(1 + SEEDS, SAMPLES))) + 0.01 * rng.normal(size=(4, 1)))
         constant = np.full(SAMPLES, 0.6) * shared
-        samples = {"val": runs, "test": runs}
-        write_samples(
-            samples_path(state / "checkpoints", study.study_name), samples, {"constant": samples_of(constant)}
-        )
+        samples = {"val": runs, "test": runs * (1.0 if test is None else test(budget))}
+        baselines = {"constant": samples_of(constant)}
+        if linear is not None:
+            baselines["linear"] = samples_of(linear * shared)
+        write_samples(samples_path(state / "checkpoints", study.study_name), samples, baselines)
         attrs[TEST_EVALUATION] = {"trial": 0, "test_loss": float(runs[0].mean()), "seeds": SEEDS}
         attrs[BASELINES] = {"constant": {"val_loss": float(constant.mean()), "test_loss": float(constant.mean())}}
         for key, value in attrs.items():
@@ -100,6 +108,50 @@ def test_losses_that_do_not_beat_the_constant_predictor_are_marked_and_never_a_l
     assert any("no skill over the constant predictor" in w for w in out["warnings"])
 
 
+def test_a_model_beaten_by_a_good_linear_baseline_is_marked_and_the_verdict_says_so(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    synthetic_studies(state, BUDGETS, linear=E * 0.9)  # below every budget's loss
+    out = report_json(state, "--bootstrap", "300")
+    for c in out["cells"]:
+        for split in ("val", "test"):
+            measured = c["skill"][split]
+            assert measured["strongest"] == "linear" and measured["skill"] < 0 and measured["skill_constant"] > 0
+    assert sum("does not beat the linear baseline" in w for w in out["warnings"]) == len(BUDGETS)
+    [law] = out["fits"]
+    assert "no budget beats the linear baseline" in law["reason"]
+    table = hpod(state, "report")
+    rows = [line for line in table.stdout.splitlines() if line.lstrip().startswith(("50K", "300K", "1.5M"))]
+    assert rows and all(line.count("*") == 2 and "linear" in line for line in rows), table.stdout
+    assert "no budget beats the linear baseline" in " ".join(table.stdout.split())  # however it wraps
+
+
+def test_skill_on_val_alone_is_no_skill_when_test_does_not_show_it(tmp_path):
+    """A model chosen on val beats the constant there; on test its losses are the constant's."""
+    state = tmp_path / "state"
+    state.mkdir()
+    synthetic_studies(state, BUDGETS, losses_of=lambda n: 0.5, test=lambda n: 0.6 / 0.5)
+    out = report_json(state, "--bootstrap", "300")
+    assert all(c["skill"]["val"]["skill_constant"] > 0.1 for c in out["cells"])
+    assert sum("no skill over the constant predictor on test" in w for w in out["warnings"]) == len(BUDGETS)
+    [law] = out["fits"]
+    assert law["verdict"] == "no scaling detected" and "no skill" in law["reason"]
+
+
+def test_the_law_is_fitted_on_test_losses_with_val_beside(tmp_path):
+    """Val follows a law (as selection on val can make it seem to); test, untouched by selection,
+    is flat: the verdict is test's, and val's exponent is shown beside it, not instead."""
+    state = tmp_path / "state"
+    state.mkdir()
+    synthetic_studies(state, BUDGETS, test=lambda n: 0.40 / (E + A * n**-ALPHA))
+    out = report_json(state, "--bootstrap", "300")
+    [law] = out["fits"]
+    assert law["split"] == "test" and law["verdict"] == "no scaling detected", law
+    assert law["val_fit"]["alpha"] == pytest.approx(ALPHA, abs=0.1) and law["fit"]["alpha"] != law["val_fit"]["alpha"]
+    line = " ".join(hpod(state, "report").stdout.split())
+    assert "fitted to the seed runs' test losses" in line
+
+
 def test_with_two_budgets_the_report_declines_to_fit(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
@@ -119,14 +171,24 @@ def test_a_report_of_real_tiny_studies_has_its_table_test_loss_and_figure(tmp_pa
     out = report_json(state, "--plot", str(figure))
     by_budget = {c["budget"]: c for c in out["cells"]}
     assert sorted(by_budget) == [20_000, 50_000]
+    dataset = load_dataset(load_job(TINY_JOB).data, 1)
+    linear = baseline_outputs(dataset)["linear"]
+    labels = {split: dataset.targets[dataset.splits[split]].numpy() for split in linear}
+    linear_auc = {split: roc_auc_score(labels[split], linear[split]) for split in linear}  # sklearn's, not hpod's
     for c in by_budget.values():
         assert c["counts"]["complete"] + c["counts"]["pruned"] == 2 and c["target"] == 2
         best = c["best"]
         assert best["val_loss"] > 0 and best["param_count"] > 0 and best["n_val"] >= 500
         assert c["test"]["trial"] == best["trial"] and c["test"]["test_loss"] > 0 and c["test"]["n_test"] > 0
         assert c["test"]["seeds"] == 2 and len(c["test"]["seed_val_losses"]) == 2  # tiny.yaml's final_seeds
-        assert set(c["baselines"]) == {"constant", "linear"}
-        assert c["train_tokens_per_parameter"] == pytest.approx(best["n_train"] * 11 / best["param_count"])
+        assert set(c["baselines"]) == {"constant", "linear", "trailing"}
+        for split in ("val", "test"):
+            measured = c["skill"][split]
+            strongest = min(("constant", "linear", "trailing"), key=lambda name: measured[name])
+            assert measured["strongest"] == strongest and measured["skill"] == measured[f"skill_{strongest}"]
+            assert 0 < measured["auc"] < 1 and measured["auc_constant"] == 0.5
+            assert measured["auc_linear"] == pytest.approx(linear_auc[split], abs=1e-3)
+        assert c["train_labels_per_parameter"] == pytest.approx(best["n_train"] / best["param_count"])
         val = c["skill"]["val"]
         assert val["runs"] == 2 and val["constant"] == pytest.approx(c["baselines"]["constant"]["val_loss"], rel=1e-5)
         assert val["loss"] == pytest.approx(np.mean(c["test"]["seed_val_losses"]), rel=1e-5)

@@ -3,6 +3,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hpod.trial.data import load_dataset
 from hpod.trial.grid import Arch
@@ -109,6 +111,20 @@ def test_auc_matches_the_pairwise_definition():
     assert auc(scores, labels) == pytest.approx(sum(p > n for p, n in pairs) / len(pairs))
     assert auc(scores, torch.zeros(5)) is None
     assert math.isclose(auc(torch.arange(4.0), torch.tensor([0.0, 0, 1, 1])), 1.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(st.integers(0, 3).map(float), st.booleans()), min_size=2, max_size=40).filter(
+        lambda pairs: len({label for _, label in pairs}) == 2
+    )
+)
+def test_auc_counts_a_tie_as_half_a_pair(pairs):
+    """Few distinct scores (a trailing rate, a constant) make ties; each counts one half."""
+    scores = torch.tensor([score for score, _ in pairs])
+    labels = torch.tensor([float(label) for _, label in pairs])
+    by_pair = [(p > n) + 0.5 * (p == n) for p, lp in pairs if lp for n, ln in pairs if not ln]
+    assert auc(scores, labels) == pytest.approx(sum(by_pair) / len(by_pair))
 
 
 class StopAt:
