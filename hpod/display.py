@@ -80,8 +80,8 @@ def trial_cells(trial: FrozenTrial) -> list[str]:
 REPORT_COLUMNS = (
     Column("budget"),
     Column("h"),
-    Column("val loss"),
-    Column("test loss"),
+    Column("val mean"),
+    Column("test mean"),
     Column("val skill", rank=1),
     Column("test skill", rank=2),
     Column("against", "left", rank=3),
@@ -97,8 +97,9 @@ REPORT_COLUMNS = (
     Column("job", "left", rank=11),
 )
 REPORT_CAPTION = (
-    "loss: seed mean ± SE; skill = 1 − loss / the strongest baseline's on that split (named under "
-    "against), ± SE; * within 2 SE; AUC: the seed runs' and the linear baseline's on test"
+    "mean: the seed runs' mean loss ± SE (the best trial's without seed runs); skill = 1 − loss / "
+    "the strongest baseline's on that split (named under against), ± SE; * within 2 SE; "
+    "AUC: the seed runs' and the linear baseline's on test"
 )
 
 

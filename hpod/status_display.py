@@ -51,7 +51,7 @@ STATUS_COLUMNS = (
     Column("h"),
     Column("state", "left"),
     Column("trials"),
-    Column("val loss"),
+    Column("best val"),
     Column("skill", rank=2),
     Column("best arch", "left"),
     Column("now", "left", rank=3),

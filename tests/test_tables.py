@@ -93,7 +93,7 @@ def test_a_narrow_terminal_drops_whole_columns_and_says_which():
     assert "…" not in text
     [note] = [line for line in lines if line.startswith("not shown at 80 columns: ")]
     dropped = note.removeprefix("not shown at 80 columns: ").split(" (")[0].split(", ")
-    assert "study" in dropped and not {"id", "budget", "h", "state", "trials", "val loss", "ETA"} & set(dropped)
+    assert "study" in dropped and not {"id", "budget", "h", "state", "trials", "best val", "ETA"} & set(dropped)
     assert "architectural_search-200M-h1" not in text
     assert "architectural_search-200M-h1" in "\n".join(render(status_table({"jobs": [job]}, width=200), 200))
 
@@ -156,4 +156,4 @@ def test_a_pipe_gets_every_column_unsqueezed():
 def test_the_grid_and_trial_tables_rank_their_columns():
     assert [c.name for c in GRID_COLUMNS if c.rank == 0] == ["key", "params", "vs budget"]
     assert {"#", "state", "arch", "epochs", "val loss"} == {c.name for c in TRIAL_COLUMNS if c.rank == 0}
-    assert {"budget", "h", "val loss", "test loss", "params", "arch"} == {c.name for c in REPORT_COLUMNS if c.rank == 0}
+    assert {"budget", "h", "val mean", "test mean", "params", "arch"} == {c.name for c in REPORT_COLUMNS if c.rank == 0}

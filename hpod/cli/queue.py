@@ -73,9 +73,10 @@ def show_run(state: StateDir, storage: str | None, ended: list) -> int:
             study = load_named_study(job.study_name, state, storage)
             show_table(console, trials_table(study, table_width(console)))
             tested = study.user_attrs.get(TEST_EVALUATION)
-            constant = study.user_attrs.get(BASELINES, {}).get("constant", {}).get("test_loss")
-            if tested is not None:  # beside the constant predictor's on the same test split
-                beside = "" if constant is None else f" (constant predictor {constant:.4f})"
+            baselines = study.user_attrs.get(BASELINES, {})
+            if tested is not None:  # beside every baseline's on the same test split
+                levels = ", ".join(f"{name} {v['test_loss']:.4f}" for name, v in baselines.items())
+                beside = f" (baselines: {levels})" if levels else ""
                 loss = f"test loss {tested['test_loss']:.4f}{beside}"
                 console.print(f"{job.study_name}: best trial {tested['trial']} {loss}")
         if job.state != JobState.DONE:

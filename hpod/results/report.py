@@ -222,15 +222,18 @@ def warnings(c: Cell) -> list[str]:
 
 
 def edge_warnings(c: Cell) -> list[str]:
+    """A best trial at a bound of the job's own grid list, which the user could widen. At the edge
+    of this budget's slice of the grid only, the next value does not fit the budget: nothing to
+    widen, and no warning (it fired for nearly every cell)."""
     grid = build_grid(c.spec.grid, data_shape(c.spec.data), c.budget)
     found = []
     for dim in ("d_model", "n_layers"):
-        values = sorted({getattr(e.arch, dim) for e in grid})
+        listed = getattr(c.spec.grid, dim)
         value = c.best[dim]
-        if len(values) > 1 and value in (values[0], values[-1]):
-            edge = "smallest" if value == values[0] else "largest"
+        if len({getattr(e.arch, dim) for e in grid}) > 1 and value in (min(listed), max(listed)):
+            edge = "smallest" if value == min(listed) else "largest"
             found.append(
-                f"{c.name}: the best trial's {dim}={value} is the grid's {edge}; the search space may be too narrow"
+                f"{c.name}: the best trial's {dim}={value} is the {edge} in grid.{dim}; widen it to search beyond"
             )
     return found
 
@@ -299,6 +302,14 @@ def search_scatter(group: list[Cell]) -> float:
     return float(np.sqrt(np.mean(np.square(gaps)))) if gaps else 0.0
 
 
+def trend(n: np.ndarray, losses: np.ndarray, split: str) -> str:
+    """Which way the losses go, for a fit whose noise is unknown (an imported table): a loss that
+    rises with N is named so, not only "no per-sample losses"."""
+    small, large = int(np.argmin(n)), int(np.argmax(n))
+    way = "rises" if losses[large] > losses[small] else "falls"
+    return f"the {split} loss {way} from {losses[small]:.4g} to {losses[large]:.4g} across the budgets"
+
+
 def law(job: str, horizon: int, group: list[Cell]) -> LawReport:
     if len(group) < PARAMETERS:
         reason = f"{len(group)} budget(s) with a complete trial; L = E + A·N^-α needs at least {PARAMETERS}"
@@ -314,6 +325,8 @@ def law(job: str, horizon: int, group: list[Cell]) -> LawReport:
     result, reason = verdict(len(group), fit, interval, no_skill)
     if all(falls_short(c.skill, "linear") for c in group):
         reason += "; no budget beats the linear baseline beyond 2 SE on both splits"
+    if interval is None:
+        reason += f"; {trend(n, losses, split)}"
     beside = fit_law(n, np.array([c.loss("val") for c in group])) if split == "test" else None
     return LawReport(job, horizon, len(group), fit, interval, result, reason, split, beside)
 

@@ -4,6 +4,7 @@ tiny studies."""
 from __future__ import annotations
 
 import json
+import shutil
 import wsgiref.util
 
 import numpy as np
@@ -12,13 +13,14 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from sklearn.metrics import roc_auc_score
 
-from hpod.job import load_job
+from hpod.job import load_job, parse_job
 from hpod.records import BASELINES, TEST_EVALUATION
 from hpod.results.baselines import baseline_outputs
 from hpod.results.evaluation import samples_path, write_samples
-from hpod.results.report import cells, laws
+from hpod.results.report import Cell, cells, edge_warnings, laws
 from hpod.storage import open_storage
-from hpod.trial.data import load_dataset
+from hpod.trial.data import data_shape, load_dataset
+from hpod.trial.grid import build_grid
 from tests.conftest import TINY_JOB
 from tests.helpers import hpod
 
@@ -152,6 +154,18 @@ def test_the_law_is_fitted_on_test_losses_with_val_beside(tmp_path):
     assert "fitted to the seed runs' test losses" in line
 
 
+def test_losses_without_per_sample_evaluation_that_rise_are_named_as_rising(tmp_path):
+    """As the replaced system's imported table (h1 0.320 -> 0.361): no noise to judge, but the
+    direction is said."""
+    state = tmp_path / "state"
+    state.mkdir()
+    synthetic_studies(state, BUDGETS, losses_of=lambda n: 0.30 + 0.01 * np.log10(n))
+    shutil.rmtree(state / "checkpoints")
+    [law] = report_json(state)["fits"]
+    assert law["verdict"] == "no scaling detected" and law["split"] == "val", law
+    assert "the val loss rises from" in law["reason"] and "no per-sample losses" in law["reason"]
+
+
 def test_with_two_budgets_the_report_declines_to_fit(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
@@ -232,3 +246,20 @@ def test_optuna_dashboard_reads_the_default_storage(tmp_path):
     assert statuses == [("200 OK", None)], statuses
     names = {s["study_name"] for s in json.loads(body)["study_summaries"]}
     assert names == {f"synth-{b}-h1" for b in BUDGETS[:2]}
+
+
+def test_grid_edge_warnings_fire_only_at_a_bound_of_the_jobs_grid_that_could_be_widened():
+    spec = parse_job("", source="test")
+    budget = 2_000_000
+    grid = build_grid(spec.grid, data_shape(spec.data), budget)
+    inner = max(grid, key=lambda e: e.arch.d_model)  # the slice's widest, short of grid.d_model's largest
+    outer = min(grid, key=lambda e: e.arch.d_model)
+    assert inner.arch.d_model < max(spec.grid.d_model) and outer.arch.d_model == min(spec.grid.d_model)
+
+    def edges(entry):
+        best = {"d_model": entry.arch.d_model, "n_layers": entry.arch.n_layers}
+        counts = {"complete": 1, "pruned": 0, "failed": 0, "running": 0}
+        return edge_warnings(Cell("j", budget, 1, "s", 1, counts, best, None, None, spec))
+
+    assert not [w for w in edges(inner) if "d_model" in w]
+    assert [w for w in edges(outer) if "d_model=64 is the smallest in grid.d_model" in w]
