@@ -18,9 +18,9 @@ LAYERS = {  # higher imports lower, never the reverse
     "records": 2,
     "trial": 1,
     "guard": 0,
-    "base": -1,  # job.py, state.py, storage.py, errors.py, tables.py, logs.py
+    "base": -1,  # job.py, state.py, keyed_file.py, storage.py, errors.py, tables.py, logs.py
 }
-BASE = {"job", "state", "storage", "errors", "tables", "logs"}
+BASE = {"job", "state", "keyed_file", "storage", "errors", "tables", "logs"}
 ROW_READERS = {"hpod.supervisor.queue", "hpod.supervisor.rows", "hpod.supervisor.enqueue"}  # enqueue writes rows
 
 

@@ -109,7 +109,7 @@ def enqueue(
 ) -> None:  # fmt: skip
     """Queue one study per budget × horizon, after checking all of them and timing training steps
     here; prints the job ids and how long each should take."""
-    from hpod.state import KeyedFile
+    from hpod.keyed_file import KeyedFile
     from hpod.study.estimate import TIMING_LIMIT_S
     from hpod.supervisor.enqueue import prepare_jobs
     from hpod.trial.device import check_device

@@ -87,10 +87,15 @@ def timed_rows(
     return rows
 
 
+def timed_model(arch: Arch, shape: DataShape, train: TrainSpec):
+    """The model a timed step trains: the job's head and RevIN, a typical dropout."""
+    return arch.model_config(shape, dropout=0.1, head_dropout=train.head_dropout, revin=train.revin)
+
+
 def step_time(arch: Arch, rows: int, micro: int, dataset: Dataset, train: TrainSpec, device: str) -> StepSeconds:
     """A micro-step of `micro` rows, from a step of `rows` timed here: forward and backward
     scale with the rows, the optimizer step does not."""
-    model_config = arch.model_config(dataset.shape, dropout=0.1, head_dropout=train.head_dropout, revin=train.revin)
+    model_config = timed_model(arch, dataset.shape, train)
     config = TrainConfig(1e-3, 1e-4, 10, 1, effective_batch=train.effective_batch, micro_batch=rows, device=device)
     timed = time_micro_step(model_config, config, dataset, rows)
     return StepSeconds(timed.compute * micro / rows, timed.update)
@@ -161,9 +166,7 @@ def epoch_seconds(
     train = plan.job.train
     predicted = predicted_peaks(entry.arch, entry.params, dataset.shape, train.effective_batch, device)
     micro = next(iter(fitting_micro_batches(predicted, job_limit(plan.job.guard, device))), 1)
-    model_config = entry.arch.model_config(
-        dataset.shape, dropout=0.1, head_dropout=train.head_dropout, revin=train.revin
-    )
+    model_config = timed_model(entry.arch, dataset.shape, train)
     key = f"{ChoiceCache.key(entry.arch, device, model_config, train.effective_batch)}|m{micro}"
     if "compute" not in times.get(key, {}):  # unknown, or kept by an hpod that timed steps whole
         if timing.expired and not first:

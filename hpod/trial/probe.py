@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hpod.state import KeyedFile
+from hpod.keyed_file import KeyedFile
 from hpod.trial.data import Dataset
 from hpod.trial.grid import Arch
 from hpod.trial.memory import GIB, Limit, estimate
