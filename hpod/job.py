@@ -101,6 +101,8 @@ class SearchSpec:
     final_seeds: int = 3  # when the search ends, retrain its best with this many more seeds (0: none)
     max_crashes: int = 3  # deaths of the daemon holding the job (kill -9, OOM, power) before it fails
     max_days: float = 7.0  # a study estimated at enqueue to run longer is refused unless --force
+    transfer: bool = True  # budgets queued together form a ladder; each starts from the smaller ones' best
+    transfer_trials: int = 3  # configurations carried from the smaller budgets (after the extremes)
 
     def __post_init__(self) -> None:
         _check(
@@ -125,6 +127,10 @@ class SearchSpec:
         _check(0 <= self.final_seeds <= 100, f"search.final_seeds must lie in [0, 100] but got {self.final_seeds}")
         _check(0 <= self.seed < 2**32, f"search.seed must lie in [0, 2^32) but got {self.seed}")
         _check(self.n_startup_trials >= 0, f"search.n_startup_trials must be >= 0 but got {self.n_startup_trials}")
+        _check(
+            0 <= self.transfer_trials <= 64,
+            f"search.transfer_trials must lie in [0, 64] but got {self.transfer_trials}",
+        )
         _check(self.max_crashes >= 1, f"search.max_crashes must be >= 1 but got {self.max_crashes}")
 
 
@@ -220,6 +226,7 @@ class JobSpec:
         trials: int | None = None,
         max_epochs: int | None = None,
         memory_limit_gib: float | None = None,
+        transfer: bool | None = None,
     ) -> JobSpec:
         """Apply command-line options on top of the job file."""
         job = self
@@ -231,6 +238,8 @@ class JobSpec:
             job = dataclasses.replace(job, search=dataclasses.replace(job.search, n_trials=trials))
         if max_epochs is not None:
             job = dataclasses.replace(job, train=dataclasses.replace(job.train, max_epochs=max_epochs))
+        if transfer is not None:
+            job = dataclasses.replace(job, search=dataclasses.replace(job.search, transfer=transfer))
         return job
 
 

@@ -26,6 +26,7 @@ WIDENED = "widened"  # param -> distribution fields an import widened, which lat
 BASELINES = "baselines"  # baseline name -> {val_loss, test_loss} (results/baselines.py)
 TEST_EVALUATION = "test_evaluation"  # what the evaluation measured at the study's end (results/evaluation.py)
 N_TRIALS = "n_trials"  # the target of the latest job that opened it
+TRANSFER = "transfer"  # the ladder's transfer into it: source studies and trials, the learning-rate fit
 SOURCE_TRIAL = "trial"  # a seed study's: the search trial whose settings it reruns
 # Trial user attrs (with ARCH_FIELDS and the split sizes n_train, n_val, n_test)
 WORKER = "worker"  # host:pid:start time of the process running the trial
@@ -58,6 +59,7 @@ IMPORT_KEY = "import_key"  # what makes an import idempotent
 IMPORTED_FROM = "imported_from"  # the file an imported trial came from
 IMPORTED_PARAM_COUNT = "imported_param_count"  # the count the source file claimed
 FORCED_EXTREME = "forced_extreme"  # an enqueued grid extreme
+TRANSFERRED_FROM = "transferred_from"  # an enqueued smaller budget's trial: "study#number"
 REASON_CHARS = 500  # a reason is a line of the log, not the traceback
 
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "d_ff", "param_count")

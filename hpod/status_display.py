@@ -79,11 +79,20 @@ def status_row(job: dict) -> list[str]:
         now = f"trial {job['current_trial']}{epoch}{step}"
     return [
         str(job["id"]), format_budget(job["budget"]), job["horizon"],
-        f"{job['control']}ing" if job["control"] else job["state"],
+        job_state(job),
         f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]),
         "-" if job["skill"] is None else f"{job['skill']:+.3f}", job["best_arch"] or "-",
         now, short_duration(job["elapsed_s"]), short_duration(job["eta_s"]), job["study"],
     ]  # fmt: skip
+
+
+def job_state(job: dict) -> str:
+    """Its state, a person's pending request (pausing), or what it waits for before its claim."""
+    if job["control"]:
+        return f"{job['control']}ing"
+    if job.get("waits_for") is not None:
+        return f"waiting for job {job.get('waits_for')}"
+    return job["state"]
 
 
 def machine_line(status: dict) -> str:

@@ -59,18 +59,24 @@ def study_options(command):
         ),
         state_dir_option,
         storage_option,
+        click.option(
+            "--no-ladder",
+            is_flag=True,
+            help="several budgets as independent studies (default: a ladder, each from the smaller one's best)",
+        ),
     )
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def load_request(budget: str, horizon: str, job_file, data, trials, max_epochs, memory_limit):
+def load_request(budget: str, horizon: str, job_file, data, trials, max_epochs, memory_limit, no_ladder=False):
     """The job file with command-line overrides, and the parsed budgets and horizons."""
     from hpod.job import load_job
 
     limit = None if memory_limit is None else parse_memory_gib(memory_limit)
-    job = load_job(job_file).with_overrides(data=data, trials=trials, max_epochs=max_epochs, memory_limit_gib=limit)
+    overrides = {"trials": trials, "max_epochs": max_epochs, "memory_limit_gib": limit}
+    job = load_job(job_file).with_overrides(data=data, transfer=False if no_ladder else None, **overrides)
     return job, parse_list(budget, parse_budget), parse_list(horizon, parse_horizon)
 
 

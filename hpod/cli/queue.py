@@ -36,7 +36,7 @@ from hpod.tables import table_width
 
 @cli.command()
 @study_options
-def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage) -> None:
+def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, no_ladder) -> None:
     """Run studies in the foreground, one after another, as the daemon would (each trial in its
     own worker; STOP_HPO, the guard and memory as the daemon's), from a private queue."""
     from hpod.display import RunProgress
@@ -44,7 +44,8 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
     from hpod.supervisor.enqueue import prepare_jobs
 
     quiet_optuna()
-    job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
+    request = (budget, horizon, job_file, data, trials, max_epochs, memory_limit, no_ladder)
+    job, budgets, horizons = load_request(*request)
     rows = prepare_jobs(job, budgets, horizons, storage=storage)  # all input checked before writing
     state = StateDir.resolve(state_dir).create()
     path = state.root / f"run-{os.getpid()}.db"  # `hpod status` and the daemons never see these jobs
@@ -102,10 +103,11 @@ def show_run(state: StateDir, storage: str | None, ended: list) -> int:
 @click.option(
     "--no-estimate", is_flag=True, help="queue without timing training steps here (a study for another machine)"
 )
+@click.option("--after", metavar="JOB", help="wait until this job (id or study name) has ended")
 @json_option
 def enqueue(
-    budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, priority, timeout, force,
-    no_estimate, as_json,
+    budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, no_ladder, priority,
+    timeout, force, no_estimate, after, as_json,
 ) -> None:  # fmt: skip
     """Queue one study per budget × horizon, after checking all of them and timing training steps
     here; prints the job ids and how long each should take."""
@@ -114,9 +116,11 @@ def enqueue(
     from hpod.supervisor.enqueue import prepare_jobs
     from hpod.trial.device import check_device
 
-    job, budgets, horizons = load_request(budget, horizon, job_file, data, trials, max_epochs, memory_limit)
+    request = (budget, horizon, job_file, data, trials, max_epochs, memory_limit, no_ladder)
+    job, budgets, horizons = load_request(*request)
     check_device(job.train.device)
     state = StateDir.resolve(state_dir)
+    waits_for = None if after is None else Queue.existing(state).find(after).id  # refused before any timing
     times = KeyedFile(state.step_times)
     known = times.read()
     options = {"storage": storage, "priority": priority, "timeout_h": timeout, "force": force}
@@ -128,7 +132,7 @@ def enqueue(
     if storage is not None:
         open_storage(storage)  # a bad URL or an unreachable server is refused now, not at claim time
     queue = Queue(state.create().queue_db)
-    ids = queue.enqueue(rows, force=force)
+    ids = queue.enqueue(rows, force=force, after=waits_for)
     if not no_estimate:
         times.update(known)  # the step times measured for the estimate, kept once the jobs are queued
     if job.on_event is not None:

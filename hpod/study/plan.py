@@ -1,7 +1,8 @@
 """The plan of one (job, budget, horizon) study, its search space, and opening it.
 
 The architecture is sampled by key from the budget's grid; the first trials are forced to the
-grid's extremes (see `sampler.py` for forced variation, `pruners.py` for pruning). One function,
+grid's extremes, then to the smaller budgets' best (`transfer.py`; see `sampler.py` for forced
+variation, `pruners.py` for pruning). One function,
 `open_study`, opens a plan's study for the daemon, the worker, `hpod run` and `hpod import` alike.
 """
 
@@ -28,6 +29,7 @@ from hpod.storage import open_storage
 from hpod.study.budget import format_budget
 from hpod.study.pruners import make_pruner
 from hpod.study.sampler import VariationSampler
+from hpod.study.transfer import DATA_KEY, data_key, enqueue_transfer, rungs_below
 from hpod.trial.data import data_shape
 from hpod.trial.grid import GridEntry, extremes, require_grid
 
@@ -108,9 +110,14 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage, salt
     if not trials and not study.user_attrs:
         for key, value in study_attrs(plan).items():
             study.set_user_attr(key, value)
+        fitting = [e for e in plan.grid if e.arch.key not in plan.excluded]
         if search.forced_extremes:
-            for arch in extremes([e for e in plan.grid if e.arch.key not in plan.excluded]):
+            for arch in extremes(fitting):
                 study.enqueue_trial({"arch": arch.key}, user_attrs={FORCED_EXTREME: True})
+        key = study.user_attrs[DATA_KEY]
+        if search.transfer and search.transfer_trials and (rungs := rungs_below(storage, plan, key)):
+            space = distributions(search, [e.arch.key for e in fitting])
+            enqueue_transfer(study, rungs, space, fitting, plan.budget, search.transfer_trials)
     elif study.user_attrs.get(N_TRIALS) != search.n_trials:  # re-enqueued with another --trials:
         study.set_user_attr(N_TRIALS, search.n_trials)  # the report judges against the target worked to
     return study
@@ -124,6 +131,7 @@ def study_attrs(plan: StudyPlan) -> dict:
         "job_text": plan.job.text,
         N_TRIALS: plan.job.search.n_trials,
         "grid_size": len(plan.grid),
+        DATA_KEY: data_key(plan.job.data),  # which smaller budgets it may learn from (transfer.py)
     }
 
 

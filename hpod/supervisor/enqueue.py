@@ -36,8 +36,12 @@ def prepare_jobs(
 ) -> list[dict]:
     """Queue rows for every budget × horizon, after checking each: grid, memory, data, splits,
     and, given the step times known (updated with those timed now), how long it will take
-    (refused past `search.max_days` unless forced)."""
-    plans = [fit_to_memory(plan_study(job, b, h), force) for b in budgets for h in horizons]
+    (refused past `search.max_days` unless forced). With `search.transfer` and several budgets,
+    they are a ladder: per horizon, in ascending budget, each row waits for the one below
+    (`after_row`, the index of that row)."""
+    ladder = job.search.transfer and len(set(budgets)) > 1
+    order = sorted(budgets) if ladder else budgets
+    plans = [fit_to_memory(plan_study(job, b, h), force) for b in order for h in horizons]
     datasets = {horizon: load_dataset(job.data, horizon) for horizon in horizons}
     estimates = {}
     if step_times is not None:
@@ -59,8 +63,9 @@ def prepare_jobs(
         "priority": priority,
         "timeout_s": None if timeout_h is None else timeout_h * 3600,
         "memory_limit_gib": job.guard.memory_limit_gib,
+        "no_ladder": int(not job.search.transfer),
     }
-    return [
+    rows = [
         {
             **base,
             "study_name": p.name,
@@ -71,6 +76,11 @@ def prepare_jobs(
         }
         for p in plans
     ]
+    if ladder:
+        for index, plan in enumerate(plans):
+            below = [i for i, p in enumerate(plans[:index]) if p.horizon == plan.horizon and p.budget < plan.budget]
+            rows[index]["after_row"] = below[-1] if below else None
+    return rows
 
 
 def check_duration(plan: StudyPlan, estimate: Estimate, force: bool) -> None:

@@ -28,7 +28,7 @@ from hpod.state import (
     writable_problem,
 )
 from hpod.supervisor.rows import ACTIVE, ENDED, Control, DaemonEntry, JobState, Notice, QueuedJob
-from hpod.supervisor.schema import DEATH, DEATH_VALUE, MIGRATIONS
+from hpod.supervisor.schema import DEATH, DEATH_VALUE, MIGRATIONS, READY
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -120,8 +120,10 @@ class Queue:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={number}")
 
-    def enqueue(self, jobs: list[dict], *, force: bool = False) -> list[int]:
-        """Add jobs, all or none; refuses one whose study is already queued or running unless forced."""
+    def enqueue(self, jobs: list[dict], *, force: bool = False, after: int | None = None) -> list[int]:
+        """Add jobs, all or none; refuses one whose study is already queued or running unless forced.
+        A row's `after_row` (the index of an earlier row: the rung below of a ladder) makes it wait
+        for that job's search; every other row waits for job `after` to end, if given."""
         now = time.time()
         with self.transaction() as conn:
             if not force:
@@ -136,7 +138,15 @@ class Queue:
                             f"study {job['study_name']} is already {duplicate[1]} as job {duplicate[0]} "
                             "(--force to add it again)"
                         )
-            return [self.db["jobs"].insert({**job, "created": now}).last_pk for job in jobs]
+            if after is not None:
+                self.job(after)  # an error names a job that does not exist
+            ids: list[int] = []
+            for job in jobs:
+                row = {key: value for key, value in job.items() if key != "after_row"}
+                below = job.get("after_row")
+                row["after_job"], row["after_search"] = (after, 0) if below is None else (ids[below], 1)
+                ids.append(self.db["jobs"].insert({**row, "created": now}).last_pk)
+            return ids
 
     def claim(self, owner: str, lease_s: float) -> QueuedJob | None:
         """Take the next job: interrupted ones first, then by priority and age; None if none is ready."""
@@ -148,8 +158,8 @@ class Queue:
                     started = coalesce(started, ?), claimed = ?, current_trial = NULL, current_epoch = NULL,
                     crashes = CASE WHEN state = 'running' THEN {DEATH_VALUE} ELSE crashes END
                 WHERE id = (
-                    SELECT id FROM jobs
-                    WHERE state IN ('queued', 'interrupted') OR (state = 'running' AND lease_until < ?)
+                    SELECT id FROM jobs AS j
+                    WHERE (state IN ('queued', 'interrupted') OR (state = 'running' AND lease_until < ?)) AND {READY}
                     ORDER BY {CLAIM_ORDER} LIMIT 1)
                 RETURNING *
                 """,
@@ -228,6 +238,13 @@ class Queue:
             f"SELECT * FROM jobs WHERE state IN ('running', 'queued', 'interrupted') "
             f"ORDER BY state != 'running', {CLAIM_ORDER}"
         )
+
+    def waits(self) -> dict[int, int]:
+        """Queued jobs that may not be claimed yet → the job each waits for."""
+        rows = self.conn.execute(
+            f"SELECT j.id, j.after_job FROM jobs AS j WHERE j.state IN ('queued', 'interrupted') AND NOT {READY}"
+        ).fetchall()
+        return dict(rows)
 
     def find(self, ref: str) -> QueuedJob:
         """A job by id, or the latest job of a study by name."""

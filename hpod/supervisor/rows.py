@@ -90,12 +90,16 @@ class QueuedJob:
     claimed: float | None
     advanced: float | None
     waiting: str | None
+    after_job: int | None  # the job it waits for (enqueue --after, a ladder's rung below)
+    after_search: bool  # for that job's search only (a ladder rung), not its end
+    no_ladder: bool  # queued with --no-ladder: no transfer from smaller budgets
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> QueuedJob:
         values = {f.name: row[f.name] for f in fields(cls)}
         values["state"] = JobState(values["state"])
         values["control"] = None if values["control"] is None else Control(values["control"])
+        values["after_search"], values["no_ladder"] = bool(values["after_search"]), bool(values["no_ladder"])
         values["dropped_archs"] = frozenset(json.loads(values["dropped_archs"] or "[]"))
         values["estimate"] = None if values["estimate"] is None else Estimate.from_dict(json.loads(values["estimate"]))
         return cls(**values)
@@ -120,9 +124,11 @@ class QueuedJob:
         """Its job file as queued, with the command line's overrides."""
         job = parse_job(self.job_text, source=f"job {self.id}", default_name=self.job_name)
         limit = self.memory_limit_gib
+        transfer = False if self.no_ladder else None
         return job.with_overrides(
-            data=self.data_path, trials=self.n_trials, max_epochs=self.max_epochs, memory_limit_gib=limit
-        )
+            data=self.data_path, trials=self.n_trials, max_epochs=self.max_epochs, memory_limit_gib=limit,
+            transfer=transfer,
+        )  # fmt: skip
 
     @cached_property
     def plan(self) -> StudyPlan:

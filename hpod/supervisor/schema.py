@@ -81,6 +81,20 @@ MIGRATIONS = (
     """
     ALTER TABLE jobs ADD COLUMN waiting TEXT
     """,
+    # after_job: a job this one waits for (enqueue --after, or the rung below of a budget ladder);
+    # after_search 1: only for that job's search (a ladder rung), 0: for its end; no_ladder 1:
+    # queued with --no-ladder (search.transfer off, whatever its job file says)
+    """
+    ALTER TABLE jobs ADD COLUMN after_job INTEGER;
+    ALTER TABLE jobs ADD COLUMN after_search INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN no_ladder INTEGER NOT NULL DEFAULT 0
+    """,
+)
+# A job waiting for another is claimed once that one has ended (or is gone), or, waiting only for
+# its search, has finished the search's trials; `j` is the job considered.
+READY = (
+    "(j.after_job IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS d WHERE d.id = j.after_job "
+    "AND d.state NOT IN ('done', 'failed', 'cancelled') AND NOT (j.after_search AND d.trials_finished >= d.n_trials)))"
 )
 # A holder's death counts toward search.max_crashes only on evidence that the job caused it: a
 # trial of it was running, and no epoch or trial ended during that hold. A death soon after a

@@ -19,7 +19,8 @@ from hpod.supervisor.rows import DaemonEntry, JobState, QueuedJob
 DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as not alive
 
 
-def job_status(job: QueuedJob) -> dict:
+def job_status(job: QueuedJob, waits_for: int | None = None) -> dict:
+    """A job's row of `hpod status`; `waits_for`: the job it may not be claimed before."""
     done, target = job.trials_finished, job.target
     eta = None
     if job.state == JobState.RUNNING and 0 < done < target:
@@ -51,6 +52,7 @@ def job_status(job: QueuedJob) -> dict:
         "last_error": job.last_error,
         "last_failure": job.last_failure,
         "waiting": job.waiting,
+        "waits_for": waits_for,
         "storage": None if job.storage is None else shown_url(job.storage),  # no password in output
     }
 
@@ -92,7 +94,8 @@ def collect(queue: Queue | None, storage: str | None = None, stop_file: Path | N
     each host's trials of the studies on shared storages (every study of `storage`)."""
     now = time.time()
     queued = [] if queue is None else queue.jobs()
-    jobs = [job_status(j) for j in queued]
+    waits = {} if queue is None else queue.waits()
+    jobs = [job_status(j, waits.get(j.id)) for j in queued]
     daemons = [] if queue is None else [daemon_status(r, now) for r in queue.daemons()]
     live = [d for d in daemons if d["alive"]]
     machine = next((d["readings"] for d in live if d["readings"]), None) or read_all(default_readers())

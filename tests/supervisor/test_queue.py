@@ -166,3 +166,16 @@ def test_fifty_concurrent_enqueues_all_land(tmp_path):
     assert len(set(ids)) == 50
     assert sorted(r.study_name for r in Queue(path).jobs()) == sorted(f"study-{i}" for i in range(50))
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_job_after_another_is_claimed_only_once_that_one_ends_or_its_search_does(queue):
+    first = queue.enqueue([job("a", n_trials=2)])[0]
+    rung, waiter = queue.enqueue([job("b"), job("c", after_row=0)], after=first)
+    assert queue.waits() == {rung: first, waiter: rung}
+    assert queue.claim("x", 60).id == first and queue.claim("x", 60) is None
+    queue.record_progress(first, "x", trials_finished=2)  # the search of `first` is over, not the job
+    assert queue.claim("x", 60) is None  # `rung` waits for `first` to end
+    queue.release(first, "x", "done")
+    assert queue.claim("x", 60).id == rung
+    queue.record_progress(rung, "x", trials_finished=2)
+    assert queue.claim("x", 60).id == waiter  # a ladder rung waits only for the search below
