@@ -112,7 +112,7 @@ def test_a_stopped_job_resumes_first_and_counts_no_trial_twice(state, tmp_path):
 @pytest.mark.slow  # test_queue.py's racing claimers check the claim itself
 def test_two_daemons_on_one_queue_never_run_the_same_job(state, tmp_path):
     job_file = write_job(tmp_path, epochs=1)
-    ids = enqueue(state, job_file, "--budget", "20K,30K,40K", "--trials", "1")
+    ids = enqueue(state, job_file, "--budget", "20K,30K,40K", "--trials", "1", "--no-ladder")
     daemons = [start_daemon(state, "--until-idle") for _ in range(2)]
     for daemon in daemons:
         finish(daemon)

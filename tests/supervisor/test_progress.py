@@ -53,7 +53,7 @@ def test_status_gives_an_eta_and_step_progress_before_any_trial_has_finished(sta
 
 def test_plan_lists_jobs_in_the_order_the_daemon_claims_them(state, tmp_path):
     job_file = write_job(tmp_path, epochs=1)
-    enqueue(state, job_file, "--budget", "20K,30K")
+    enqueue(state, job_file, "--budget", "20K,30K", "--no-ladder")  # a ladder rung would wait
     enqueue(state, job_file, "--budget", "40K", "--priority", "5")
     queue = Queue(state / "queue.db")
     held = queue.claim("someone", 60)
