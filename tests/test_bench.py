@@ -15,6 +15,7 @@ EXPECTED = {
     "pruning.py": ("compute ratio (epochs, none / hyperband)", "best-loss difference"),
     "overhead.py": ("hpod daemon path", "ratio", "hpod status with"),
     "parallel.py": ("trials per hour", "workers x 1 thread", "PostgreSQL"),
+    "transfer.py": ("independent / ladder", "1-epoch+K", "sources"),
 }
 
 
