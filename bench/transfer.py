@@ -70,10 +70,6 @@ class Curve:
                 return epochs, seconds
         return None
 
-    def best_at(self, epochs: int) -> float:
-        """The running best after at most `epochs` epochs (inf before the first trial)."""
-        return min((b for e, b in zip(self.epochs, self.best, strict=True) if e <= epochs), default=float("inf"))
-
 
 def bench_job(seed: int, trials: int, epochs: tuple[int, ...], transfer: bool, name: str = "tiny") -> JobSpec:
     job = load_job(ROOT / "jobs" / "tiny.yaml")
@@ -138,8 +134,8 @@ def ladder(case: tuple[int, int, tuple[int, ...], bool]) -> list[Curve]:
 
 
 def one_epoch_top_k(case: tuple[int, int, tuple[int, ...], int, int]) -> Curve:
-    """Train `trials` random configurations one epoch each, then the best of them in full, in
-    rank order, until `compute` epochs are spent in all."""
+    """Train `trials` configurations one epoch each (the grid's forced extremes, then random
+    ones), then the best of them in full, in rank order, until `compute` epochs are spent in all."""
     seed, trials, epochs, budget, compute = case
     quiet()
     storage = optuna.storages.InMemoryStorage()

@@ -91,7 +91,7 @@ def job_state(job: dict) -> str:
     if job["control"]:
         return f"{job['control']}ing"
     if job.get("waits_for") is not None:
-        return f"waiting for job {job.get('waits_for')}"
+        return f"waiting for job {job['waits_for']}"
     return job["state"]
 
 
