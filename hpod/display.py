@@ -14,6 +14,7 @@ from hpod.records import trial_row
 from hpod.results.report import Cell
 from hpod.results.skill import beats
 from hpod.study.budget import format_budget
+from hpod.study.duration import short_duration
 from hpod.study.plan import best_trial
 from hpod.supervisor.held_job import HeldJob
 from hpod.supervisor.messages import Outcome, Phase, Report, ReportKind
@@ -127,6 +128,18 @@ def report_cells(c: Cell) -> list[str]:
         f"{c.counts['complete']}/{c.counts['pruned']}/{c.counts['failed']} of {c.target}",
         _num(b.get("n_val"), ","), c.job,
     ]  # fmt: skip
+
+
+RESULT_FIELDS = ("val mean", "test mean", "val skill", "test skill", "against", "test AUC")
+
+
+def result_line(c: Cell, run_s: float, device: str | None) -> str:
+    """A done job's result as `hpod show` leads with it: the report's cells for its study, then
+    how long it took and where."""
+    cells = dict(zip((column.name for column in REPORT_COLUMNS), report_cells(c), strict=True))
+    seeds = (c.test or {}).get("seeds", 0)
+    shown = " · ".join(f"{name} {cells[name]}" for name in RESULT_FIELDS if cells[name] != "-")
+    return f"  result: {shown} · {seeds} seed runs · {short_duration(run_s)} on {device or 'unknown device'}"
 
 
 def _pm(value, se, spec: str) -> str:

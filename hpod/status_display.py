@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from hpod.study.budget import format_budget
 from hpod.study.duration import short_duration
@@ -54,11 +56,29 @@ STATUS_COLUMNS = (
     Column("best val"),
     Column("skill", rank=2),
     Column("best arch", "left"),
-    Column("now", "left", rank=3),
+    Column("now", "left", rank=1),  # dropped last while it has content: a running trial's only progress
     Column("elapsed", rank=4),
     Column("ETA"),
     Column("study", "left", rank=5),
 )
+
+
+def status_view(status: dict, show_all: bool, width: int | None) -> list[Table | Text]:
+    """Everything `hpod status` prints, in order: what `--watch` redraws in place."""
+    tables = [
+        status_table(status, show_all, width),
+        *([hosts_table(status["hosts"], width)] if status.get("hosts") else []),
+    ]
+    return [*tables, *(Text.from_markup(line) for line in [machine_line(status), *notice_lines(status)])]
+
+
+def watched(status: dict, show_all: bool, width: int | None, every_s: float) -> Group:
+    """The status view with the time it was read, as `watch` heads its screen."""
+    read = dt.datetime.now().astimezone().strftime("%H:%M:%S")
+    return Group(
+        Text(f"every {every_s:g} s, read at {read} (Ctrl-C to leave)", style="dim"),
+        *status_view(status, show_all, width),
+    )
 
 
 def status_table(status: dict, show_all: bool = False, width: int | None = None) -> Table:
@@ -70,13 +90,12 @@ def status_table(status: dict, show_all: bool = False, width: int | None = None)
 
 
 def status_row(job: dict) -> list[str]:
+    """`now` is terse, trial t, epoch e and step (t13 e7 41/400), so that it fits at 80 columns."""
     now = "-"
     if job["current_trial"] is not None:
-        epoch = f" epoch {job['current_epoch']}" if job["current_epoch"] is not None else ""
-        step = (
-            f" step {job['current_step'] + 1}/{job['epoch_steps']}" if epoch and job["current_step"] is not None else ""
-        )
-        now = f"trial {job['current_trial']}{epoch}{step}"
+        epoch = f" e{job['current_epoch']}" if job["current_epoch"] is not None else ""
+        step = f" {job['current_step'] + 1}/{job['epoch_steps']}" if epoch and job["current_step"] is not None else ""
+        now = f"t{job['current_trial']}{epoch}{step}"
     return [
         str(job["id"]), format_budget(job["budget"]), job["horizon"],
         job_state(job),

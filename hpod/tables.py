@@ -1,7 +1,8 @@
-"""Tables that fit the terminal: each column has a rank, and as the terminal narrows the
-highest-ranked columns are dropped whole (named in the caption) rather than any cell being cut
-or any row wrapped, the way `ps`, `kubectl get` and pueue do. Numbers, states and keys are
-never cut. Output to a pipe or a file is not squeezed: it gets every column."""
+"""Tables that fit the terminal: each column has a rank, and as the terminal narrows columns are
+dropped whole (named in the caption) rather than any cell being cut or any row wrapped, the way
+`ps`, `kubectl get` and pueue do: first those with nothing in them now (every cell empty or
+"-"), then the highest-ranked. Numbers, states and keys are never cut. Output to a pipe or a
+file is not squeezed: it gets every column."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 UNLIMITED = 100_000  # the width a pipe gets: room for every column
+EMPTY = ("", "-")  # a cell that tells nothing
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,13 @@ def fitted(
     caption: str | None = None,
     styles: Sequence[str | None] | None = None,
 ) -> Table:
-    """The table with as many columns as fit in `width` (None: all), dropped by rank."""
+    """The table with as many columns as fit in `width` (None: all): empty ones dropped first,
+    then by rank."""
     kept = list(range(len(columns)))
-    droppable = sorted((i for i, c in enumerate(columns) if c.rank > 0), key=lambda i: (-columns[i].rank, -i))
+    empty = {i for i in range(len(columns)) if all(row[i] in EMPTY for row in rows)}
+    droppable = sorted(
+        (i for i, c in enumerate(columns) if c.rank > 0), key=lambda i: (i not in empty, -columns[i].rank, -i)
+    )
     table = build(columns, rows, kept, title, caption, styles)
     while width is not None and natural_width(table) > width and droppable:
         kept.remove(droppable.pop(0))

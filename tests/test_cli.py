@@ -2,6 +2,7 @@ import csv
 import gc
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -180,3 +181,22 @@ def test_status_shows_active_jobs_and_the_next_and_last_twenty_and_says_what_it_
     assert [j["id"] for j in shown] == list(range(10, 52))  # done 10-29, running 30, interrupted 31, queued 32-51
     assert hidden == "5 more queued and 10 older finished jobs: hpod status --all"
     assert shown_jobs(jobs, show_all=True) == (jobs, None)
+
+
+def test_shell_completion_offers_the_queues_job_ids_and_study_names(tmp_path):
+    state = tmp_path / "state"
+    assert main(["enqueue", "--budget", "20K", "--horizon", "h1,h5", "--job", str(TINY_JOB), "--no-estimate",
+                 "--state-dir", str(state)]) == 0  # fmt: skip
+
+    def complete(*words: str) -> list[str]:
+        line = ["hpod", *words]
+        env = {"_HPOD_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(line) - 1)}
+        result = subprocess.run(
+            [sys.executable, "-m", "hpod"], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        return [line.split(",", 1)[1] for line in result.stdout.splitlines() if line]
+
+    assert complete("retry", "--state-dir", str(state), "") == ["1", "2", "tiny-20K-h1", "tiny-20K-h5"]
+    assert complete("show", "--state-dir", str(state), "tiny-20K-h5") == ["tiny-20K-h5"]
+    assert complete("pause", "--state-dir", str(tmp_path / "none"), "") == []  # no queue: nothing, no traceback

@@ -46,6 +46,9 @@ OPTIONS = {
     "resume": {},
     "cancel": {},
     "import": {"--exclude-arch": st.sampled_from(["d16-L1-h2-f32", "nope"]) | JUNK},
+    "retry": {"--trials": NUMBERS},
+    "edit": {"--priority": NUMBERS, "--trials": NUMBERS, "--timeout": NUMBERS},
+    "remove": {},
 }  # fmt: skip
 POSITIONAL = {
     "show": st.lists(NUMBERS, min_size=1, max_size=1),
@@ -54,6 +57,9 @@ POSITIONAL = {
     "cancel": st.lists(NUMBERS, min_size=1, max_size=1),
     "export": st.lists(NUMBERS | JUNK, min_size=1, max_size=1),
     "import": st.tuples(NUMBERS, st.just("missing.json") | FILES).map(list),
+    "retry": st.lists(NUMBERS | JUNK, min_size=1, max_size=1),
+    "edit": st.lists(NUMBERS | JUNK, min_size=1, max_size=1),
+    "remove": st.lists(st.sampled_from(["0", "-1", "99", "nan", "tiny-20K-h9"]) | JUNK, min_size=1, max_size=3),
 }
 
 

@@ -157,3 +157,22 @@ def test_the_grid_and_trial_tables_rank_their_columns():
     assert [c.name for c in GRID_COLUMNS if c.rank == 0] == ["key", "params", "vs budget"]
     assert {"#", "state", "arch", "epochs", "val loss"} == {c.name for c in TRIAL_COLUMNS if c.rank == 0}
     assert {"budget", "h", "val mean", "test mean", "params", "arch"} == {c.name for c in REPORT_COLUMNS if c.rank == 0}
+
+
+def test_a_column_with_nothing_in_it_goes_before_one_with_content_and_now_stays_while_a_trial_runs():
+    running = {"id": 7, "study": "architectural_search-200M-h1", "budget": 200_000_000, "horizon": "h1",
+               "state": "running", "control": None, "trials_finished": 12, "n_trials": 50, "best_val_loss": 0.3187,
+               "skill": None, "best_arch": "d1024-L128-h16-f4096", "current_trial": 13, "current_epoch": 7,
+               "current_step": 40, "epoch_steps": 400, "elapsed_s": 36_000.0, "eta_s": 120_000.0}  # fmt: skip
+    done = running | {"id": 6, "state": "done", "current_trial": None, "current_epoch": None, "current_step": None}
+
+    def dropped(jobs: list[dict], width: int) -> list[str]:
+        lines = render(status_table({"jobs": jobs}, width=width), width)
+        notes = [line for line in lines if line.startswith(f"not shown at {width} columns: ")]
+        return notes[0].split(": ", 1)[1].split(" (")[0].split(", ") if notes else []
+
+    assert dropped([done], 70)[0] in ("skill", "now")  # both empty: they go first
+    assert {"skill", "now"} <= set(dropped([done], 70))
+    at_80 = dropped([running, done], 80)
+    assert "now" not in at_80 and "skill" in at_80  # the running trial's progress is kept
+    assert "t13 e7 41/400" in "\n".join(render(status_table({"jobs": [running, done]}, width=80), 80))

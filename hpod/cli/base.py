@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -21,6 +22,34 @@ state_dir_option = click.option(
 storage_option = click.option("--storage", help="Optuna storage URL (default: SQLite in the state directory)")
 job_option = click.option("--job", "job_file", type=click.Path(), help="job file (default: the architectural search)")
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+
+
+def complete_jobs(ctx: click.Context, param, incomplete: str) -> list:
+    """Shell completion of JOB: the queue's job ids and study names (read-only; never fails)."""
+    import sqlite3
+
+    from click.shell_completion import CompletionItem
+
+    from hpod.state import StateDir
+
+    try:
+        path = StateDir.resolve(ctx.params.get("state_dir")).queue_db
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+            rows = db.execute("SELECT id, study_name, state FROM jobs ORDER BY id").fetchall()
+    except Exception:
+        return []
+    items = [CompletionItem(str(i), help=f"{name} ({state})") for i, name, state in rows]
+    items += [CompletionItem(name, help=f"job {i} ({state})") for i, name, state in rows]
+    return [item for item in items if item.value.startswith(incomplete)]
+
+
+def job_argument(name: str = "job", many: bool = False):
+    """JOB wherever a job is meant: its id or its study's name, completed from the queue."""
+    return click.argument(
+        name, metavar="JOB..." if many else "JOB", nargs=-1 if many else 1, required=True, shell_complete=complete_jobs
+    )
+
+
 wide_option = click.option("--wide", is_flag=True, help="every column, however narrow the terminal")
 
 
@@ -35,7 +64,6 @@ class FiniteRange(click.FloatRange):
 
 
 COUNT = click.IntRange(min=1, max=10**9)  # within SQLite's integers, far past any study
-JOB_ID = click.IntRange(min=1, max=2**62)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,6 +15,7 @@ from hpod.cli.base import (
     FiniteRange,
     cli,
     console,
+    job_argument,
     json_option,
     quiet_optuna,
     state_dir_option,
@@ -35,16 +36,25 @@ MAX_LOG_BYTES = 2**30  # a trial log holds a line per trial; past it, not what h
 
 
 @cli.command()
-@click.argument("ref", metavar="JOB|STUDY")
+@job_argument("ref")
 @json_option
 @state_dir_option
 @storage_option
 @wide_option
 def show(ref, as_json, state_dir, storage, wide) -> None:
-    """A job, queued ones too, or a study by name: settings, grid, estimate, then its trials."""
+    """A job's settings, estimate and trials, or a study's.
+
+    JOB is a job id or a study name; a queued job is shown before its study exists.
+
+    \b
+    Examples:
+      hpod show 3
+      hpod show tiny-2M-h1 --json
+    """
     from hpod.display import failure_lines, job_lines, memory_line, trials_table
-    from hpod.records import MEMORY_FAILED, trial_row
-    from hpod.study.plan import load_named_study
+    from hpod.records import MEMORY_FAILED, TRANSFER, TRANSFERRED_FROM, trial_row
+    from hpod.study.plan import best_trial, load_named_study
+    from hpod.study.transfer import describe
 
     quiet_optuna()
     state = StateDir.resolve(state_dir)
@@ -56,18 +66,39 @@ def show(ref, as_json, state_dir, storage, wide) -> None:
     trials = [] if study is None else [trial_row(t) for t in study.get_trials(deepcopy=False)]
     failed = [] if study is None else study.user_attrs.get(MEMORY_FAILED, [])
     memory = None if summary is None else {**summary["memory"], "memory_failed": failed}
+    transfer = None if study is None else study.user_attrs.get(TRANSFER)
     if as_json:
         shown = None if job is None else job_status(job) | summary
-        click.echo(json.dumps({"job": shown, "memory": memory, "trials": trials}, indent=2))
+        click.echo(json.dumps({"job": shown, "memory": memory, "transfer": transfer, "trials": trials}, indent=2))
         return
-    for line in [] if job is None else job_lines(job_status(job), summary):
-        console.print(line, highlight=False)
+    lines = [] if job is None else job_lines(job_status(job), summary)
+    if job is not None and study is not None and job.state == "done":
+        lines.insert(1, done_result(study, state, job))
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
     if study is not None:
         show_table(console, trials_table(study, table_width(console, wide)))
+        best = best_trial(study)
+        source = None if best is None else best.user_attrs.get(TRANSFERRED_FROM)
+        if (warm := describe(transfer, None if best is None else best.number, source)) is not None:
+            console.print(warm, highlight=False, soft_wrap=True)
         for line in failure_lines(study):
             console.print(line, highlight=False, soft_wrap=True)
     if memory is not None:
         console.print(f"job {job.id}: {memory_line(memory)}", highlight=False)
+
+
+def done_result(study, state: StateDir, job: QueuedJob) -> str:
+    """What a done job found, measured as `hpod report` measures its cell."""
+    from hpod.display import result_line
+    from hpod.records import DEVICE
+    from hpod.results.report import cell, measure
+    from hpod.study.plan import best_trial
+
+    found = cell(study, state.checkpoints)
+    measure([found], resamples=200)
+    best = best_trial(study)
+    return result_line(found, job.run_s, None if best is None else best.user_attrs.get(DEVICE))
 
 
 def job_summary(job: QueuedJob) -> dict:
@@ -124,11 +155,18 @@ def existing_study(state: StateDir, name: str, storage: str | None):
 
 
 @cli.command()
-@click.argument("ref", metavar="JOB|STUDY")
+@job_argument("ref")
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines until the job ends (Ctrl-C to leave)")
 @state_dir_option
 def log(ref, follow, state_dir) -> None:
-    """A job's trial log (state/logs/STUDY.log): one line per finished trial."""
+    """A job's trial log: one line per finished trial.
+
+    The file is state/logs/STUDY.log; -f follows it until the job ends.
+
+    \b
+    Example:
+      hpod log 3 -f
+    """
     state = StateDir.resolve(state_dir)
     queue = Queue.existing(state)
     job = queue.find(ref)
@@ -175,7 +213,14 @@ PLAN_COLUMNS = (
 @state_dir_option
 @wide_option
 def plan(hours, as_json, state_dir, wide) -> None:
-    """What of the queue fits in the given hours at the measured speeds, in claim order."""
+    """What of the queue fits in the given hours.
+
+    At the speeds measured here, in claim order.
+
+    \b
+    Example:
+      hpod plan --hours 10
+    """
     from hpod.study.duration import duration
     from hpod.supervisor.planning import plan_queue
 

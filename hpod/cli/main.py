@@ -9,6 +9,7 @@ import sys
 import click
 from rich.logging import RichHandler
 
+import hpod.cli.edits
 import hpod.cli.jobs
 import hpod.cli.queue
 import hpod.cli.service

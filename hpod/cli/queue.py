@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 import click
+from rich.table import Table
 
 from hpod.cli.base import (
-    JOB_ID,
     FiniteRange,
     cli,
+    complete_jobs,
     console,
+    job_argument,
     json_option,
     load_request,
     quiet_optuna,
@@ -24,7 +26,7 @@ from hpod.cli.base import (
 )  # fmt: skip
 from hpod.errors import HpodError
 from hpod.state import StateDir
-from hpod.status_display import hosts_table, machine_line, notice_lines, status_table
+from hpod.status_display import status_view, watched
 from hpod.storage import open_storage
 from hpod.supervisor.outage import OUTAGE_LIMIT_S
 from hpod.supervisor.queue import Queue
@@ -37,8 +39,15 @@ from hpod.tables import table_width
 @cli.command()
 @study_options
 def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, no_ladder) -> None:
-    """Run studies in the foreground, one after another, as the daemon would (each trial in its
-    own worker; STOP_HPO, the guard and memory as the daemon's), from a private queue."""
+    """Run studies now, in the foreground.
+
+    One after another, as the daemon would (each trial in its own worker; STOP_HPO, the guard and
+    memory as the daemon's), from a private queue.
+
+    \b
+    Example:
+      hpod run --budget 20K --horizon h1 --job jobs/tiny.yaml --trials 4
+    """
     from hpod.display import RunProgress
     from hpod.supervisor.daemon import Daemon, DaemonOptions
     from hpod.supervisor.enqueue import prepare_jobs
@@ -103,14 +112,24 @@ def show_run(state: StateDir, storage: str | None, ended: list) -> int:
 @click.option(
     "--no-estimate", is_flag=True, help="queue without timing training steps here (a study for another machine)"
 )
-@click.option("--after", metavar="JOB", help="wait until this job (id or study name) has ended")
+@click.option("--after", metavar="JOB", shell_complete=complete_jobs,
+              help="wait until this job (id or study name) has ended")  # fmt: skip
 @json_option
 def enqueue(
     budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, no_ladder, priority,
     timeout, force, no_estimate, after, as_json,
 ) -> None:  # fmt: skip
-    """Queue one study per budget × horizon, after checking all of them and timing training steps
-    here; prints the job ids and how long each should take."""
+    """Queue a study per budget × horizon.
+
+    Checks all of them first and times training steps here; prints the job ids and how long each
+    should take. Several budgets form a ladder: each waits for the search below and starts from its
+    best (--no-ladder: independent studies).
+
+    \b
+    Examples:
+      hpod enqueue --budget 2M --horizon h1
+      hpod enqueue --budget 2M,20M,200M --horizon h1,h5 --after 3
+    """
     from hpod.keyed_file import KeyedFile
     from hpod.study.estimate import TIMING_LIMIT_S
     from hpod.supervisor.enqueue import prepare_jobs
@@ -154,20 +173,54 @@ def enqueue(
 @state_dir_option
 @click.option("--storage", help="also every study on this shared storage, with each host's trials")
 @wide_option
-def status(as_json, show_all, state_dir, storage, wide) -> None:
-    """Jobs, their progress and best results, and the machine."""
+@click.option("--watch", type=FiniteRange(min=0.2, max=24 * 3600), is_flag=False, flag_value=2.0, metavar="[SECONDS]",
+              help="redraw in place every SECONDS (default 2) until Ctrl-C")  # fmt: skip
+def status(as_json, show_all, state_dir, storage, wide, watch) -> None:
+    """Jobs, their progress and best results, and the machine.
+
+    \b
+    Examples:
+      hpod status
+      hpod status --watch 5
+      hpod status --all --json
+    """
     state = StateDir.resolve(state_dir)
-    data = collect(Queue(state.queue_db) if state.queue_db.exists() else None, storage, state.stop_file)
+
+    def read() -> dict:
+        return collect(Queue(state.queue_db) if state.queue_db.exists() else None, storage, state.stop_file)
+
+    if watch is not None:
+        if as_json or not console.is_terminal:
+            raise HpodError("--watch redraws a terminal: without it, status prints once (for a pipe or --json)")
+        watch_status(read, show_all, wide, watch)
+        return
+    data = read()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    width = table_width(console, wide)
-    show_table(console, status_table(data, show_all, width))
-    if data.get("hosts"):
-        show_table(console, hosts_table(data["hosts"], width))
-    console.print(machine_line(data), highlight=False, soft_wrap=True)
-    for line in notice_lines(data):
-        console.print(line, highlight=False, soft_wrap=True)
+    for part in status_view(data, show_all, table_width(console, wide)):
+        if isinstance(part, Table):
+            show_table(console, part)
+        else:
+            console.print(part, highlight=False, soft_wrap=True)
+
+
+def watch_status(read, show_all: bool, wide: bool, every_s: float) -> None:
+    """Redraw the status in place (rich Live) at the terminal's width, as it is at each redraw."""
+    import time
+
+    from rich.live import Live
+
+    def view():
+        return watched(read(), show_all, None if wide else console.width, every_s)
+
+    with Live(view(), console=console, auto_refresh=False, redirect_stdout=False) as live:
+        try:
+            while True:
+                time.sleep(every_s)
+                live.update(view(), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @cli.command()
@@ -190,7 +243,13 @@ def status(as_json, show_all, state_dir, storage, wide) -> None:
 @state_dir_option
 def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host_grace, on_event,
            allow_job_commands, outage_limit, state_dir) -> None:  # fmt: skip
-    """Work through the queue (what systemd starts)."""
+    """Work through the queue (what systemd starts).
+
+    \b
+    Examples:
+      hpod daemon --until-idle
+      hpod daemon --window 22:00-07:00
+    """
     from hpod.job import GuardSpec, guard_overrides
     from hpod.supervisor.daemon import Daemon, DaemonOptions
     from hpod.supervisor.liveness import HOST_VAR
@@ -212,7 +271,14 @@ def daemon(until_idle, window, hang_timeout, guard, workers, devices, host, host
 @click.option("--next", "arm_next", is_flag=True, help="with no daemon running: make the next one stop as it starts")
 @state_dir_option
 def stop(arm_next, state_dir) -> None:
-    """Ask the daemon to stop after the current step (writes STOP_HPO)."""
+    """Ask the daemon to stop after the current step.
+
+    It writes STOP_HPO in the state directory; the running job stays resumable.
+
+    \b
+    Example:
+      hpod stop
+    """
     state = StateDir.resolve(state_dir)
     alive = state.queue_db.exists() and collect(Queue(state.queue_db))["daemon_alive"]
     if not alive and not arm_next:
@@ -225,20 +291,22 @@ def stop(arm_next, state_dir) -> None:
 
 
 def job_control(action: str) -> None:
-    @click.argument("job_id", type=JOB_ID)
+    @job_argument()
     @state_dir_option
-    def command(job_id, state_dir) -> None:
-        outcome = Queue.existing(StateDir.resolve(state_dir)).request(job_id, action)
-        click.echo(f"job {job_id}: {outcome}")
+    def command(job, state_dir) -> None:
+        queue = Queue.existing(StateDir.resolve(state_dir))
+        job_id = queue.find(job).id
+        click.echo(f"job {job_id}: {queue.request(job_id, action)}")
 
-    command.__doc__ = JOB_ACTIONS[action]
+    first, rest = JOB_ACTIONS[action]
+    command.__doc__ = f"{first}\n\n{rest}\n\n\b\nExample:\n  hpod {action} 3"
     cli.command(name=action)(command)
 
 
 JOB_ACTIONS = {
-    "pause": "Pause a job; a running one stops at the next step and keeps its place.",
-    "resume": "Put a paused job back in the queue.",
-    "cancel": "Cancel a job; a running one stops at the next step.",
+    "pause": ("Pause a job until `hpod resume`.", "A running one stops at the next step and keeps its place."),
+    "resume": ("Put a paused job back in the queue.", "It resumes where it stopped, at the next daemon's claim."),
+    "cancel": ("Cancel a job.", "A running one stops at the next step; `hpod retry` puts it back."),
 }
 for _action in JOB_ACTIONS:
     job_control(_action)

@@ -17,7 +17,15 @@ from hpod.state import StateDir
 @click.option("--restore", is_flag=True, help="put back the newest backup that passes for each damaged database")
 @state_dir_option
 def doctor(restore, state_dir) -> None:
-    """Check every database, checkpoint and samples file of the state directory; exit 2 if damaged."""
+    """Check the state directory's files; exit 2 if damaged.
+
+    Every database, checkpoint and samples file; --restore puts back a database's newest backup
+    that passes.
+
+    \b
+    Example:
+      hpod doctor --restore
+    """
     from hpod.supervisor.backup import backups_dir, examine
     from hpod.supervisor.backup import restore as put_back
 
@@ -40,7 +48,15 @@ def doctor(restore, state_dir) -> None:
 
 @cli.group()
 def service() -> None:
-    """The daemon as a systemd service: the user's own (default) or the machine's (--system)."""
+    """The daemon as a systemd service.
+
+    The user's own (default) or the machine's (--system).
+
+    \b
+    Examples:
+      hpod service install
+      hpod service status
+    """
 
 
 system_option = click.option("--system", is_flag=True, help="the machine's service (as root), not your user service")
@@ -51,7 +67,14 @@ system_option = click.option("--system", is_flag=True, help="the machine's servi
 @click.option("--state-dir", type=click.Path(file_okay=False), help="default: the CLI's (system: /var/lib/hpod)")
 @click.option("--service-user", help="the system service's account (default: hpod, created when missing)")
 def service_install(system, state_dir, service_user) -> None:
-    """Write the unit for this installation, record its state directory for the CLI, start it."""
+    """Write the unit and start the service.
+
+    It records the state directory, so that the CLI reads the queue the service runs.
+
+    \b
+    Example:
+      hpod service install
+    """
     from hpod.supervisor.service import install
 
     for line in install(system, None if state_dir is None else Path(state_dir), service_user):
@@ -60,7 +83,14 @@ def service_install(system, state_dir, service_user) -> None:
 
 @service.command(name="status")
 def service_status() -> None:
-    """The installed services: unit, executable, state directory, running or not, lingering."""
+    """The installed services and whether they run.
+
+    Unit, executable, state directory, running or not, lingering.
+
+    \b
+    Example:
+      hpod service status
+    """
     from hpod.supervisor.service import status_lines
 
     for line in status_lines():
@@ -70,7 +100,14 @@ def service_status() -> None:
 @service.command(name="uninstall")
 @system_option
 def service_uninstall(system) -> None:
-    """Stop and disable the service and remove its unit; the state directory is kept."""
+    """Stop the service and remove its unit.
+
+    The state directory is kept.
+
+    \b
+    Example:
+      hpod service uninstall
+    """
     from hpod.supervisor.service import uninstall
 
     for line in uninstall(system):

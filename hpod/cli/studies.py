@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from hpod.cli.base import (
-    JOB_ID,
     cli,
     console,
+    job_argument,
     job_option,
     json_option,
     quiet_optuna,
@@ -37,7 +37,12 @@ from hpod.tables import table_width
 @click.option("--verify", "check", is_flag=True, help="build every architecture on the meta device and compare counts")
 @wide_option
 def grid(budget, horizon, job_file, as_json, check, wide) -> None:
-    """The architectures of a budget's grid with their exact parameter counts."""
+    """A budget's architectures with exact parameter counts.
+
+    \b
+    Example:
+      hpod grid --budget 2M --horizon h1
+    """
     from hpod.display import grid_table
     from hpod.job import load_job
     from hpod.trial.data import data_shape
@@ -64,7 +69,7 @@ def grid(budget, horizon, job_file, as_json, check, wide) -> None:
 
 
 @cli.command()
-@click.option("--job", "job_name", help="only the studies of this job name (default: all)")
+@click.option("--job-name", "--job", "job_name", help="only the studies of this job file's name (default: all)")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write the figure to this PNG file")
 @click.option("--bootstrap", type=click.IntRange(min=0, max=100_000), default=1000, show_default=True,
               help="resamples for the confidence intervals (0: none)")  # fmt: skip
@@ -73,11 +78,20 @@ def grid(budget, horizon, job_file, as_json, check, wide) -> None:
 @storage_option
 @wide_option
 def report(job_name, plot, bootstrap, as_json, state_dir, storage, wide) -> None:
-    """Best trial per budget × horizon, the fitted scaling law L = E + A·N^-α, and warnings."""
+    """Best trial per budget × horizon, and the scaling law.
+
+    Each cell beside its baselines on the same split, the fitted L = E + A·N^-α with its verdict,
+    the ladder's warm starts, and warnings.
+
+    \b
+    Examples:
+      hpod report
+      hpod report --job-name tiny --plot law.png
+    """
     from hpod.display import report_table
     from hpod.results.plots import plot_report
     from hpod.results.report import as_json as report_json
-    from hpod.results.report import cells, describe, laws
+    from hpod.results.report import cells, describe, laws, warm_start
 
     quiet_optuna()
     state = StateDir.resolve(state_dir)
@@ -97,6 +111,8 @@ def report(job_name, plot, bootstrap, as_json, state_dir, storage, wide) -> None
     show_table(console, report_table(found, table_width(console, wide)))
     for fit in fits:
         console.print(describe(fit))
+    for note in filter(None, map(warm_start, found)):
+        console.print(note, highlight=False)
     for warning in (w for c in found for w in c.warnings):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     if plot is not None:
@@ -104,22 +120,30 @@ def report(job_name, plot, bootstrap, as_json, state_dir, storage, wide) -> None
 
 
 @cli.command()
-@click.argument("job")
+@job_argument()
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="file to write (default: stdout)")
 @state_dir_option
 @storage_option
 def export(job, fmt, output, state_dir, storage) -> None:
-    """Write a job's (or a study's, by name) trials with their architecture columns."""
+    """Write a job's trials with their architecture columns.
+
+    JOB is a job id or a study name.
+
+    \b
+    Example:
+      hpod export 3 --format csv -o trials.csv
+    """
+    from hpod.cli.jobs import find_job
     from hpod.records import export_text
     from hpod.study.plan import load_named_study
 
     quiet_optuna()
-    name = job
-    if job.isdigit():
-        queued = Queue.existing(StateDir.resolve(state_dir)).job(int(job))
-        name, storage = queued.study_name, storage or queued.storage
-    study = load_named_study(name, StateDir.resolve(state_dir), storage)
+    state = StateDir.resolve(state_dir)
+    queued = find_job(state, job)
+    if queued is not None:
+        job, storage = queued.study_name, storage or queued.storage
+    study = load_named_study(job, state, storage)
     text = export_text(study.get_trials(deepcopy=False), fmt)
     if output is None:
         click.echo(text, nl=False)
@@ -128,16 +152,24 @@ def export(job, fmt, output, state_dir, storage) -> None:
 
 
 @cli.command(name="import")
-@click.argument("job_id", type=JOB_ID)
+@job_argument()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--exclude-arch", multiple=True, help="architecture key to leave out (repeatable)")
 @state_dir_option
-def import_(job_id, files, exclude_arch, state_dir) -> None:
-    """Add prior trials (hpod JSON export, trial_NNNN.json files, hpod log files) to a job's study."""
+def import_(job, files, exclude_arch, state_dir) -> None:
+    """Add prior trials to a job's study.
+
+    From hpod JSON exports, trial_NNNN.json files or hpod trial logs.
+
+    \b
+    Example:
+      hpod import 3 old/trial_0001.json
+    """
     from hpod.supervisor.import_job import import_into_job
 
     quiet_optuna()
-    for line in import_into_job(StateDir.resolve(state_dir), job_id, [Path(f) for f in files], set(exclude_arch)):
+    state = StateDir.resolve(state_dir)
+    for line in import_into_job(state, Queue.existing(state).find(job).id, [Path(f) for f in files], set(exclude_arch)):
         click.echo(line)
 
 

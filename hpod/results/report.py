@@ -18,13 +18,23 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpod.job import JobSpec, parse_job
-from hpod.records import BASELINES, EPOCHS_RUN, MICRO_BATCH, PARAMS, TEST_EVALUATION, VAL_AUC
+from hpod.records import (
+    BASELINES,
+    EPOCHS_RUN,
+    MICRO_BATCH,
+    PARAMS,
+    TEST_EVALUATION,
+    TRANSFER,
+    TRANSFERRED_FROM,
+    VAL_AUC,
+)
 from hpod.results.evaluation import read_samples, samples_path
 from hpod.results.resample import block_counts
 from hpod.results.scaling import PARAMETERS, Fit, LawInterval, fit_law, law_interval, verdict
 from hpod.results.skill import SPLITS, beats, falls_short, split_skill
 from hpod.study.budget import format_budget
 from hpod.study.plan import best_trial
+from hpod.study.transfer import describe as describe_transfer
 from hpod.trial.data import data_shape
 from hpod.trial.grid import build_grid
 
@@ -45,6 +55,7 @@ class Cell:
     spec: JobSpec = field(repr=False)
     skill: dict = field(default_factory=dict)  # split -> loss, baselines, skill, each with SE
     warnings: list[str] = field(default_factory=list)
+    transfer: dict | None = None  # the budget ladder's warm start (study/transfer.py), if it had one
     trials: list[tuple[int, float, int, int]] = field(default_factory=list)  # complete: params, loss, d_model, layers
     samples: dict | None = field(default=None, repr=False)  # per-sample losses (evaluation.write_samples)
     replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # split -> loss draws
@@ -118,6 +129,7 @@ def cell(study: optuna.Study, checkpoints: Path | None) -> Cell:
         best=None if best is None else best_record(best),
         test=test if current else None,
         baselines=attrs.get(BASELINES),
+        transfer=attrs.get(TRANSFER),
         spec=parse_job(attrs.get("job_text", ""), source=study.study_name),
         trials=[
             (t.user_attrs["param_count"], t.value, t.user_attrs["d_model"], t.user_attrs["n_layers"])
@@ -141,6 +153,7 @@ def best_record(trial: FrozenTrial) -> dict:
         "n_train": attrs.get("n_train"),
         "n_val": attrs.get("n_val"),
         "val_auc": attrs.get(VAL_AUC),
+        "transferred_from": attrs.get(TRANSFERRED_FROM),
     }
 
 
@@ -185,6 +198,13 @@ def labels_per_parameter(c: Cell) -> float | None:
     if c.best is None or c.best["n_train"] is None or not c.best["param_count"]:
         return None
     return c.best["n_train"] / c.best["param_count"]
+
+
+def warm_start(c: Cell) -> str | None:
+    """Which smaller budgets this cell's search started from, so a reader can weigh its best."""
+    best = c.best or {}
+    text = describe_transfer(c.transfer, best.get("trial"), best.get("transferred_from"))
+    return None if text is None else f"{c.name}: {text}"
 
 
 def warnings(c: Cell) -> list[str]:

@@ -34,6 +34,7 @@ from hpod.trial.data import data_shape
 from hpod.trial.grid import GridEntry, extremes, require_grid
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+METRIC = "val_loss"  # the objective's name for optuna-dashboard (a pruned trial's: its best epoch's)
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,16 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage, salt
     if not trials and not study.user_attrs:
         for key, value in study_attrs(plan).items():
             study.set_user_attr(key, value)
+        study.set_metric_names([METRIC])
         fitting = [e for e in plan.grid if e.arch.key not in plan.excluded]
-        if search.forced_extremes:
-            for arch in extremes(fitting):
-                study.enqueue_trial({"arch": arch.key}, user_attrs={FORCED_EXTREME: True})
+        forced = extremes(fitting)[: search.n_trials] if search.forced_extremes else []  # none left unrun
+        for arch in forced:
+            study.enqueue_trial({"arch": arch.key}, user_attrs={FORCED_EXTREME: True})
+        carried = min(search.transfer_trials, search.n_trials - len(forced))
         key = study.user_attrs[DATA_KEY]
-        if search.transfer and search.transfer_trials and (rungs := rungs_below(storage, plan, key)):
+        if search.transfer and carried > 0 and (rungs := rungs_below(storage, plan, key)):
             space = distributions(search, [e.arch.key for e in fitting])
-            enqueue_transfer(study, rungs, space, fitting, plan.budget, search.transfer_trials)
+            enqueue_transfer(study, rungs, space, fitting, plan.budget, carried)
     elif study.user_attrs.get(N_TRIALS) != search.n_trials:  # re-enqueued with another --trials:
         study.set_user_attr(N_TRIALS, search.n_trials)  # the report judges against the target worked to
     return study

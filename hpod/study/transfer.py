@@ -135,3 +135,16 @@ def enqueue_transfer(study: optuna.Study, rungs: list[Rung], space: dict, grid: 
         study.enqueue_trial(params, user_attrs={TRANSFERRED_FROM: source})
     sources = sorted({s.split("#")[0] for _, s in chosen})
     study.set_user_attr(TRANSFER, {"sources": sources, "trials": [s for _, s in chosen], "lr_fit": fit})
+
+
+def describe(transfer: dict | None, best: int | None, best_source: str | None) -> str | None:
+    """What a warm-started study started from, and whether its best trial (number `best`) is a
+    carried configuration or one its own search found; None for a study not warm-started."""
+    if not transfer:
+        return None
+    fit = transfer["lr_fit"]
+    lr = "" if fit is None else f"; learning rate ∝ N^{fit['slope']:.2f}, fitted over {len(fit['points'])} rungs"
+    found = ""
+    if best is not None:
+        found = f"; best trial #{best} " + ("found by its own search" if best_source is None else f"is {best_source}'s")
+    return f"warm-started from {', '.join(transfer['trials'])}{lr}{found}"

@@ -128,12 +128,7 @@ class Queue:
         with self.transaction() as conn:
             if not force:
                 for job in jobs:
-                    duplicate = conn.execute(
-                        f"SELECT id, state FROM jobs WHERE study_name = ? AND coalesce(storage, '') = ? "
-                        f"AND state IN ({','.join('?' * len(ACTIVE))})",
-                        (job["study_name"], job.get("storage") or "", *ACTIVE),
-                    ).fetchone()
-                    if duplicate is not None:
+                    if (duplicate := active_job(conn, job["study_name"], job.get("storage"))) is not None:
                         raise HpodError(
                             f"study {job['study_name']} is already {duplicate[1]} as job {duplicate[0]} "
                             "(--force to add it again)"
@@ -317,6 +312,15 @@ class Queue:
                 if is_dead(owner):
                     conn.execute("DELETE FROM daemons WHERE owner = ?", (owner,))
         return [job_id for job_id, _ in dead]
+
+
+def active_job(conn: sqlite3.Connection, study: str, storage: str | None, other_than: int = 0) -> tuple | None:
+    """(id, state) of a job queued or running for the study, other than job `other_than`."""
+    return conn.execute(
+        f"SELECT id, state FROM jobs WHERE study_name = ? AND coalesce(storage, '') = ? AND id != ? "
+        f"AND state IN ({','.join('?' * len(ACTIVE))})",
+        (study, storage or "", other_than, *ACTIVE),
+    ).fetchone()
 
 
 def as_dicts(cursor: sqlite3.Cursor) -> list[dict]:

@@ -38,20 +38,24 @@ def without_extremes(job, **search):
     return dataclasses.replace(job, search=dataclasses.replace(job.search, forced_extremes=False, **search))
 
 
-def test_a_new_study_queues_the_grid_extremes_first(tmp_path, fast_job, dataset_h5):
-    plan, study, objective = start(tmp_path, fast_job, dataset_h5, budget=100_000)
+def test_a_new_study_queues_the_grid_extremes_first_and_none_past_its_target(tmp_path, fast_job, dataset_h5):
+    eight = dataclasses.replace(fast_job, search=dataclasses.replace(fast_job.search, n_trials=8))
+    plan, study, objective = start(tmp_path, eight, dataset_h5, budget=100_000)
     waiting = study.get_trials(states=(TrialState.WAITING,))
     expected = [a.key for a in extremes(plan.grid)]
     assert [t.system_attrs["fixed_params"]["arch"] for t in waiting] == expected and len(expected) == 6
+    assert study.metric_names == ["val_loss"]  # the objective's name in optuna-dashboard
     run_study(study, objective, target=1)
     assert study.trials[0].params["arch"] == expected[0]
     assert study.trials[0].user_attrs["forced_extreme"] is True
+    two = open_study(plan_study(fast_job, 100_000, 5), optuna.storages.InMemoryStorage())  # a target of 2
+    assert [t.system_attrs["fixed_params"]["arch"] for t in two.trials] == expected[:2]  # none left waiting
 
 
 def test_reopening_a_study_queues_nothing_again(tmp_path, fast_job, dataset_h5):
     start(tmp_path, fast_job, dataset_h5)
     _, study, _ = start(tmp_path, fast_job, dataset_h5)
-    assert len(study.trials) == len(extremes(plan_study(fast_job, BUDGET, 5).grid))
+    assert len(study.trials) == min(fast_job.search.n_trials, len(extremes(plan_study(fast_job, BUDGET, 5).grid))) == 2
 
 
 def test_the_architecture_at_grid_position_zero_and_a_zero_dropout_are_used_and_logged(tmp_path, fast_job, dataset_h5):

@@ -17,6 +17,7 @@ from hpod.trial.data import load_dataset
 
 
 def test_a_larger_budget_starts_from_the_smaller_ones_best_mapped_into_its_grid(fast_job, dataset_h5):
+    fast_job = dataclasses.replace(fast_job, search=dataclasses.replace(fast_job.search, n_trials=9))  # room for all
     storage = optuna.storages.InMemoryStorage()
     small = plan_study(fast_job, 20_000, 5)
     lower = open_study(small, storage)

@@ -59,6 +59,10 @@ def test_a_finished_search_runs_seed_runs_apart_and_the_evaluation_in_a_worker(s
     [job] = status(state)["jobs"]
     assert job["constant_val_loss"] == pytest.approx(constant)
     assert job["skill"] == pytest.approx(1 - job["best_val_loss"] / constant)
+    shown = hpod(state, "show", "1", "--wide").stdout.splitlines()
+    seed_mean = sum(tested["seed_val_losses"]) / 2
+    assert shown[1].startswith(f"  result: val mean {seed_mean:.4f}±") and "2 seed runs" in shown[1]  # it leads
+    assert f"test mean {sum(tested['seed_test_losses']) / 2:.4f}±" in shown[1]  # the seeds', not the best trial's
 
 
 def test_a_worker_killed_with_sigkill_fails_its_trial_alone(state, tmp_path):

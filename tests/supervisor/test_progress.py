@@ -46,7 +46,7 @@ def test_status_gives_an_eta_and_step_progress_before_any_trial_has_finished(sta
     job = wait_for(first_trial_eta, timeout=120, what="an ETA during the first trial")
     assert job["eta_s"] > 0 and job["current_step"] is not None and job["epoch_steps"] > 0
     table = hpod(state, "status", "--wide").stdout
-    assert re.search(rf"trial \d+ epoch \d+ step \d+/{job['epoch_steps']}\b", table), table
+    assert re.search(rf"\bt\d+ e\d+ \d+/{job['epoch_steps']}\b", table), table
     daemon.send_signal(signal.SIGTERM)
     finish(daemon, timeout=60)
 
