@@ -78,6 +78,27 @@ def trial_cells(trial: FrozenTrial) -> list[str]:
     ]  # fmt: skip
 
 
+EPOCH_COLUMNS = (
+    Column("epoch"),
+    Column("train loss"),
+    Column("val loss"),
+    Column("best val"),
+    Column("lr", rank=1),
+    Column("seconds", rank=2),
+)
+
+
+def epochs_table(trial: FrozenTrial, curve: list[dict], width: int | None = None) -> Table:
+    """A trial's learning curve, an epoch a row; fields an older hpod did not record are "-"."""
+    rows = [
+        [str(r["epoch"]), _num(r.get("train_loss"), ".4f"), _num(r.get("val_loss"), ".4f"),
+         _num(r.get("best_val_loss"), ".4f"), _num(r.get("learning_rate"), ".2e"), _num(r.get("seconds"), ".1f")]
+        for r in curve
+    ]  # fmt: skip
+    title = f"trial {trial.number} ({trial.state.name.lower()}, {trial.params.get('arch', '?')})"
+    return fitted(EPOCH_COLUMNS, rows, width, title=title)
+
+
 REPORT_COLUMNS = (
     Column("budget"),
     Column("h"),

@@ -90,19 +90,26 @@ def status_table(status: dict, show_all: bool = False, width: int | None = None)
 
 
 def status_row(job: dict) -> list[str]:
-    """`now` is terse, trial t, epoch e and step (t13 e7 41/400), so that it fits at 80 columns."""
-    now = "-"
-    if job["current_trial"] is not None:
-        epoch = f" e{job['current_epoch']}" if job["current_epoch"] is not None else ""
-        step = f" {job['current_step'] + 1}/{job['epoch_steps']}" if epoch and job["current_step"] is not None else ""
-        now = f"t{job['current_trial']}{epoch}{step}"
     return [
         str(job["id"]), format_budget(job["budget"]), job["horizon"],
         job_state(job),
         f"{job['trials_finished']}/{job['n_trials']}", _loss(job["best_val_loss"]),
         "-" if job["skill"] is None else f"{job['skill']:+.3f}", job["best_arch"] or "-",
-        now, short_duration(job["elapsed_s"]), short_duration(job["eta_s"]), job["study"],
+        now_cell(job), short_duration(job["elapsed_s"]), short_duration(job["eta_s"]), job["study"],
     ]  # fmt: skip
+
+
+def now_cell(job: dict) -> str:
+    """What a running job is doing, terse so that it fits at 80 columns: trial t (or seed run
+    k of n), epoch e and step (t13 e7 41/400, seed 2/3 e4 17/400), or its evaluation."""
+    search_over = job["trials_finished"] >= job["n_trials"]
+    if job["current_trial"] is None:
+        evaluating = job["state"] == JobState.RUNNING and search_over and job["seeds_finished"] >= job["final_seeds"]
+        return "evaluation" if evaluating else "-"
+    epoch = f" e{job['current_epoch']}" if job["current_epoch"] is not None else ""
+    step = f" {job['current_step'] + 1}/{job['epoch_steps']}" if epoch and job["current_step"] is not None else ""
+    run = f"seed {job['seeds_finished'] + 1}/{job['final_seeds']}" if search_over else f"t{job['current_trial']}"
+    return f"{run}{epoch}{step}"
 
 
 def job_state(job: dict) -> str:

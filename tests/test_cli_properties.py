@@ -49,6 +49,7 @@ OPTIONS = {
     "retry": {"--trials": NUMBERS},
     "edit": {"--priority": NUMBERS, "--trials": NUMBERS, "--timeout": NUMBERS},
     "remove": {},
+    "log": {"-n": NUMBERS, "--trial": NUMBERS},
 }  # fmt: skip
 POSITIONAL = {
     "show": st.lists(NUMBERS, min_size=1, max_size=1),
@@ -59,6 +60,7 @@ POSITIONAL = {
     "import": st.tuples(NUMBERS, st.just("missing.json") | FILES).map(list),
     "retry": st.lists(NUMBERS | JUNK, min_size=1, max_size=1),
     "edit": st.lists(NUMBERS | JUNK, min_size=1, max_size=1),
+    "log": st.lists(NUMBERS | JUNK, min_size=1, max_size=1),
     "remove": st.lists(st.sampled_from(["0", "-1", "99", "nan", "tiny-20K-h9"]) | JUNK, min_size=1, max_size=3),
 }
 

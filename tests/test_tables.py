@@ -53,6 +53,8 @@ def status_jobs(draw) -> dict:
         "epoch_steps": draw(st.integers(1, 100_000)),
         "elapsed_s": draw(st.floats(0, 30 * 86400)),
         "eta_s": draw(durations),
+        "seeds_finished": draw(st.integers(0, 5)),
+        "final_seeds": draw(st.integers(0, 5)),
     }
 
 
@@ -86,7 +88,7 @@ def test_a_narrow_terminal_drops_whole_columns_and_says_which():
            "state": "interrupted", "control": None, "trials_finished": 12, "n_trials": 50, "best_val_loss": 0.3187,
            "skill": 0.0512, "best_arch": "d1024-L128-h16-f4096", "current_trial": 13, "current_epoch": 7,
            "current_step": 40, "epoch_steps": 400,
-           "elapsed_s": 36_000.0, "eta_s": 120_000.0}  # fmt: skip
+           "elapsed_s": 36_000.0, "eta_s": 120_000.0, "seeds_finished": 0, "final_seeds": 3}  # fmt: skip
     lines = render(status_table({"jobs": [job]}, width=80), 80)
     text = "\n".join(lines)
     assert "0.3187" in text and "interrupted" in text and "d1024-L128-h16-f4096" in text and "33h20m" in text
@@ -163,7 +165,8 @@ def test_a_column_with_nothing_in_it_goes_before_one_with_content_and_now_stays_
     running = {"id": 7, "study": "architectural_search-200M-h1", "budget": 200_000_000, "horizon": "h1",
                "state": "running", "control": None, "trials_finished": 12, "n_trials": 50, "best_val_loss": 0.3187,
                "skill": None, "best_arch": "d1024-L128-h16-f4096", "current_trial": 13, "current_epoch": 7,
-               "current_step": 40, "epoch_steps": 400, "elapsed_s": 36_000.0, "eta_s": 120_000.0}  # fmt: skip
+               "current_step": 40, "epoch_steps": 400, "elapsed_s": 36_000.0, "eta_s": 120_000.0,
+               "seeds_finished": 0, "final_seeds": 3}  # fmt: skip
     done = running | {"id": 6, "state": "done", "current_trial": None, "current_epoch": None, "current_step": None}
 
     def dropped(jobs: list[dict], width: int) -> list[str]:
@@ -176,3 +179,5 @@ def test_a_column_with_nothing_in_it_goes_before_one_with_content_and_now_stays_
     at_80 = dropped([running, done], 80)
     assert "now" not in at_80 and "skill" in at_80  # the running trial's progress is kept
     assert "t13 e7 41/400" in "\n".join(render(status_table({"jobs": [running, done]}, width=80), 80))
+    seeding = running | {"trials_finished": 50, "current_trial": 1, "seeds_finished": 1}
+    assert "seed 2/3 e7 41/400" in "\n".join(render(status_table({"jobs": [seeding]}, width=100), 100))

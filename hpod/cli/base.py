@@ -14,6 +14,7 @@ from hpod.study.budget import parse_budget, parse_horizon, parse_list, parse_mem
 
 # Piped output (logs, CI) gets room for the trial table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
+err_console = Console(stderr=True)  # what a command says while it works (a status line), off stdout
 state_dir_option = click.option(
     "--state-dir",
     type=click.Path(file_okay=False),

@@ -4,6 +4,7 @@ register on the `cli` group of base.py; main.py imports this module."""
 
 from __future__ import annotations
 
+import glob
 import json
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 import click
 
 from hpod.cli.base import (
+    COUNT,
     FiniteRange,
     cli,
     console,
@@ -157,42 +159,85 @@ def existing_study(state: StateDir, name: str, storage: str | None):
 @cli.command()
 @job_argument("ref")
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines until the job ends (Ctrl-C to leave)")
+@click.option("-n", "--lines", "last", type=COUNT, help="only the last N lines (then follow, with -f)")
+@click.option("--trial", type=click.IntRange(min=0), help="one search trial's epochs: losses, learning rate, time")
 @state_dir_option
-def log(ref, follow, state_dir) -> None:
-    """A job's trial log: one line per finished trial.
+def log(ref, follow, last, trial, state_dir) -> None:
+    """A job's trial log: one line per finished trial and seed run.
 
-    The file is state/logs/STUDY.log; -f follows it until the job ends.
+    Search trials (state/logs/STUDY.log) and the seed runs of its best (STUDY-seeds-tN.log),
+    in time order, failures with their reasons; -f follows them until the job ends.
 
     \b
-    Example:
-      hpod log 3 -f
+    Examples:
+      hpod log 3 -f -n 20
+      hpod log tiny-2M-h1 --trial 7
     """
     state = StateDir.resolve(state_dir)
     queue = Queue.existing(state)
     job = queue.find(ref)
-    path = state.logs / f"{job.study_name}.log"
-    if not follow and not path.exists():
+    if trial is not None:
+        show_trial_epochs(existing_study(state, job.study_name, job.storage), job, trial)
+        return
+    if not follow and not log_paths(state, job.study_name):
         click.echo(f"job {job.id} ({job.study_name}, {job.state}): no trial has finished yet", err=True)
         return
-    print_log(path, (lambda: queue.job(job.id).ended) if follow else (lambda: True))
+    ended = (lambda: queue.job(job.id).ended) if follow else (lambda: True)
+    print_log(lambda: log_paths(state, job.study_name), ended, last)
 
 
-def print_log(path: Path, ended: Callable[[], bool], poll_s: float = FOLLOW_POLL_S) -> None:
-    """Print the log from where it was last read, until `ended` says so; lines written while
-    it was asked are still printed."""
-    offset = 0
+def log_paths(state: StateDir, study: str) -> list[Path]:
+    """The search's trial log and its seed studies', those there are."""
+    seeds = sorted(state.logs.glob(f"{glob.escape(study)}-seeds-t*.log")) if state.logs.is_dir() else []
+    return [p for p in [state.logs / f"{study}.log", *seeds] if p.exists() or p.is_symlink()]
+
+
+def print_log(paths: Callable[[], list[Path]], ended: Callable[[], bool], last: int | None = None,
+              poll_s: float = FOLLOW_POLL_S) -> None:  # fmt: skip
+    """Print the logs' new lines, merged in time order (each begins with its time), from where
+    each was last read, until `ended` says so; lines written while it was asked still print.
+    The first batch is cut to its `last` lines."""
+    offsets: dict[Path, int] = {}
     while True:
-        last = ended()
-        if path.exists() or path.is_symlink():
-            regular_file(refuse_link(path), "trial log", MAX_LOG_BYTES)  # a FIFO would block, a link leak
-            with path.open(errors="replace") as f:  # a damaged line is shown damaged, not a traceback
-                f.seek(offset)
-                text = f.read()
-                offset = f.tell()
-            click.echo(text, nl=False)
-        if last:
+        done = ended()
+        lines = sorted(line for path in paths() for line in new_lines(path, offsets))
+        if last is not None:
+            lines, last = lines[-last:], None
+        for line in lines:
+            click.echo(line)
+        if done:
             return
         time.sleep(poll_s)
+
+
+def new_lines(path: Path, offsets: dict[Path, int]) -> list[str]:
+    """The lines added to a log since `offsets` last saw it; a seed run's say so."""
+    regular_file(refuse_link(path), "trial log", MAX_LOG_BYTES)  # a FIFO would block, a link leak
+    with path.open(errors="replace") as f:  # a damaged line is shown damaged, not a traceback
+        f.seek(offsets.get(path, 0))
+        text = f.read()
+        offsets[path] = f.tell()
+    seeds = path.stem.rpartition("-seeds-t")[2] if "-seeds-t" in path.stem else None
+    lines = text.splitlines()
+    if seeds is None:
+        return lines
+    return [f"{when} seed run of trial {seeds}: {rest}" for when, _, rest in (line.partition(" ") for line in lines)]
+
+
+def show_trial_epochs(study, job: QueuedJob, number: int) -> None:
+    """One search trial's epochs, as the study recorded them when it ended (a running trial:
+    the best val loss it has reported at each epoch)."""
+    from hpod.display import epochs_table
+    from hpod.records import LEARNING_CURVE
+
+    trials = [] if study is None else [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not trials:
+        raise HpodError(f"job {job.id} ({job.study_name}) has no trial {number}")
+    [trial] = trials
+    curve = trial.user_attrs.get(LEARNING_CURVE)
+    if curve is None:
+        curve = [{"epoch": e, "best_val_loss": v} for e, v in sorted(trial.intermediate_values.items())]
+    show_table(console, epochs_table(trial, curve, table_width(console)))
 
 
 PLAN_COLUMNS = (

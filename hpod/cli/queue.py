@@ -3,6 +3,7 @@ pause, resume and cancel."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from hpod.cli.base import (
     cli,
     complete_jobs,
     console,
+    err_console,
     job_argument,
     json_option,
     load_request,
@@ -131,8 +133,7 @@ def enqueue(
       hpod enqueue --budget 2M,20M,200M --horizon h1,h5 --after 3
     """
     from hpod.keyed_file import KeyedFile
-    from hpod.study.estimate import TIMING_LIMIT_S
-    from hpod.supervisor.enqueue import prepare_jobs
+    from hpod.supervisor.enqueue import complete_studies, prepare_jobs
     from hpod.trial.device import check_device
 
     request = (budget, horizon, job_file, data, trials, max_epochs, memory_limit, no_ladder)
@@ -144,10 +145,14 @@ def enqueue(
     known = times.read()
     options = {"storage": storage, "priority": priority, "timeout_h": timeout, "force": force}
     options["step_times"] = None if no_estimate else known
-    if not no_estimate and sys.stderr.isatty():
-        limit = f"at most {TIMING_LIMIT_S:.0f} s and an eighth of the memory limit"
-        click.echo(f"timing training steps for the estimate ({limit}; --no-estimate skips this)…", err=True)
-    rows = prepare_jobs(job, budgets, horizons, **options)
+    complete = complete_studies(job, budgets, horizons, state.storage_url(storage))
+    for name, count in complete.items():
+        click.echo(f"note: {name} is already complete ({count}/{job.search.n_trials} trials): not queued; "
+                   f"`hpod report` has its result, and --trials above {count} extends it", err=True)  # fmt: skip
+    with timing_status(not no_estimate) as announce:
+        rows = prepare_jobs(job, budgets, horizons, skip=complete, announce=announce, **options)
+    if not rows:
+        return
     if storage is not None:
         open_storage(storage)  # a bad URL or an unreachable server is refused now, not at claim time
     queue = Queue(state.create().queue_db)
@@ -165,6 +170,19 @@ def enqueue(
         click.echo(f"{j.id}\t{j.study_name}\t{'no estimate' if j.estimate is None else j.estimate.describe()}")
         for note in () if j.estimate is None else j.estimate.notes:
             click.echo(f"note: {j.study_name}: {note}", err=True)
+
+
+@contextlib.contextmanager
+def timing_status(timing: bool):
+    """On a terminal, a status line saying what enqueue is timing while it times; else nothing."""
+    from hpod.study.estimate import TIMING_LIMIT_S
+
+    if not timing or not err_console.is_terminal:
+        yield None
+        return
+    limit = f"at most {TIMING_LIMIT_S:.0f} s and an eighth of the memory limit; --no-estimate skips this"
+    with err_console.status(f"timing training steps for the estimate ({limit})") as shown:
+        yield shown.update
 
 
 @cli.command()

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from hpod.job import TrainSpec
@@ -47,10 +48,13 @@ class Timing:
     deadline: float
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # architecture key → why it was not timed
+    announce: Callable[[str], None] | None = None  # told what is timed, while it is (enqueue's status line)
 
     @classmethod
-    def start(cls, memory_limit: int, seconds: float = TIMING_LIMIT_S) -> Timing:
-        return cls(int(memory_limit * TIMING_SHARE), time.monotonic() + seconds)
+    def start(
+        cls, memory_limit: int, seconds: float = TIMING_LIMIT_S, announce: Callable[[str], None] | None = None
+    ) -> Timing:
+        return cls(int(memory_limit * TIMING_SHARE), time.monotonic() + seconds, announce=announce)
 
     @property
     def expired(self) -> bool:
@@ -172,6 +176,8 @@ def epoch_seconds(
         if timing.expired and not first:
             timing.skipped[entry.arch.key] = "timing passed its limit"
             return None
+        if timing.announce is not None:
+            timing.announce(f"{plan.name}: timing {entry.arch.key} ({entry.params:,} parameters) on {device}")
         found = micro_step_seconds(entry, micro, dataset, train, device, timing)
         if found is None:
             timing.skipped[entry.arch.key] = f"over the {timing.bytes / GIB:.1f} GiB timing may use"

@@ -8,6 +8,7 @@ variation, `pruners.py` for pruning). One function,
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage, salt
     if not trials and not study.user_attrs:
         for key, value in study_attrs(plan).items():
             study.set_user_attr(key, value)
-        study.set_metric_names([METRIC])
+        name_objective(study)
         fitting = [e for e in plan.grid if e.arch.key not in plan.excluded]
         forced = extremes(fitting)[: search.n_trials] if search.forced_extremes else []  # none left unrun
         for arch in forced:
@@ -124,6 +125,14 @@ def open_study(plan: StudyPlan, storage: str | optuna.storages.BaseStorage, salt
     elif study.user_attrs.get(N_TRIALS) != search.n_trials:  # re-enqueued with another --trials:
         study.set_user_attr(N_TRIALS, search.n_trials)  # the report judges against the target worked to
     return study
+
+
+def name_objective(study: optuna.Study) -> None:
+    """The objective's name for optuna-dashboard ("Objective 0" otherwise); Optuna marks the call
+    experimental, a warning every new study would print into the daemon's log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC])
 
 
 def study_attrs(plan: StudyPlan) -> dict:

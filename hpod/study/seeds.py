@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpod.records import SOURCE_TRIAL, WIDENED
-from hpod.study.plan import FINISHED, METRIC, StudyPlan
+from hpod.study.plan import FINISHED, StudyPlan, name_objective
 from hpod.study.sampler import VariationSampler
 
 SEED_OFFSET = 1_000_000  # training seed of seed run k: the job's seed + this + k, never a search trial's
@@ -36,7 +36,7 @@ def open_seed_study(plan: StudyPlan, storage, best: FrozenTrial) -> optuna.Study
     )
     study.sampler = VariationSampler(optuna.samplers.RandomSampler(seed=plan.job.search.seed), plan.job.search)
     if not study.user_attrs:
-        study.set_metric_names([METRIC])
+        name_objective(study)
         search_attrs = optuna.load_study(study_name=plan.name, storage=storage).user_attrs
         study.set_user_attr(SEEDS_OF, plan.name)
         study.set_user_attr(SOURCE_TRIAL, best.number)

@@ -374,7 +374,8 @@ class Daemon:
         if failed or (run.phase == Phase.EVALUATE and outcome.state != Outcome.EVALUATED):
             self.record_failure(run, outcome)
         self.guarded(run.job, lambda: run.job.record(outcome))
-        if run.phase == Phase.SEARCH and outcome.state not in (Outcome.INTERRUPTED, Outcome.SURPLUS, Outcome.LOST):
+        measured = outcome.state not in (Outcome.INTERRUPTED, Outcome.SURPLUS, Outcome.LOST)
+        if run.phase in (Phase.SEARCH, Phase.SEEDS) and measured:
             self.record_progress(run.job)
 
     def record_failure(self, run: Running, outcome: TrialOutcome) -> None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+import optuna
 
 from hpod.errors import HpodError
 from hpod.job import JobSpec
@@ -33,20 +37,24 @@ def prepare_jobs(
     timeout_h: float | None = None,
     force: bool = False,
     step_times: dict | None = None,
+    skip: Collection[str] = (),
+    announce: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Queue rows for every budget × horizon, after checking each: grid, memory, data, splits,
     and, given the step times known (updated with those timed now), how long it will take
     (refused past `search.max_days` unless forced). With `search.transfer` and several budgets,
     they are a ladder: per horizon, in ascending budget, each row waits for the one below
-    (`after_row`, the index of that row)."""
+    (`after_row`, the index of that row). Studies named in `skip` (complete ones) get no row;
+    `announce` is told what is being timed."""
     ladder = job.search.transfer and len(set(budgets)) > 1
     order = sorted(budgets) if ladder else budgets
-    plans = [fit_to_memory(plan_study(job, b, h), force) for b in order for h in horizons]
+    planned = [plan_study(job, b, h) for b in order for h in horizons]
+    plans = [fit_to_memory(plan, force) for plan in planned if plan.name not in skip]
     datasets = {horizon: load_dataset(job.data, horizon) for horizon in horizons}
     estimates = {}
     if step_times is not None:
         device = pick_device(job.train.device)
-        timing = Timing.start(job_limit(job.guard, device).bytes)  # one bound for the whole enqueue
+        timing = Timing.start(job_limit(job.guard, device).bytes, announce=announce)  # one bound for the enqueue
         estimates = {p.name: estimate_study(p, datasets[p.horizon], step_times, timing) for p in plans}
         for plan in plans:
             if estimates[plan.name] is not None:
@@ -81,6 +89,24 @@ def prepare_jobs(
             below = [i for i, p in enumerate(plans[:index]) if p.horizon == plan.horizon and p.budget < plan.budget]
             rows[index]["after_row"] = below[-1] if below else None
     return rows
+
+
+def complete_studies(job: JobSpec, budgets: list[int], horizons: list[int], storage_url: str) -> dict[str, int]:
+    """The studies of this request that have their target's finished trials already on the
+    storage → that count: queueing one again would only re-time it."""
+    from hpod.storage import open_storage
+    from hpod.study.plan import finished_count
+
+    names = {plan_study(job, b, h).name for b in budgets for h in horizons}
+    if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).exists():
+        return {}
+    storage = open_storage(storage_url, create=False)
+    found = {}
+    for name in names & set(optuna.get_all_study_names(storage)):
+        count = finished_count(optuna.load_study(study_name=name, storage=storage))
+        if count >= job.search.n_trials:
+            found[name] = count
+    return found
 
 
 def check_duration(plan: StudyPlan, estimate: Estimate, force: bool) -> None:

@@ -265,13 +265,14 @@ class HeldJob:
                 self.ending = JobState.FAILED, str(exc)
 
     def progress(self) -> dict:
-        """The search's standing, for the queue row that `hpod status` reads."""
+        """The search's standing and its seed runs', for the queue row that `hpod status` reads."""
         best = best_trial(self.search)
         return {
             "trials_finished": finished_count(self.search),
             "best_value": None if best is None else best.value,
             "best_arch": None if best is None else best.params.get("arch"),
             "baseline_value": self.search.user_attrs.get(BASELINES, {}).get("constant", {}).get("val_loss"),
+            "seeds_finished": finished_count(self.study) if self.phase == Phase.SEEDS else 0,
             "current_trial": None,
             "current_epoch": None,
             "advanced": time.time(),  # a trial ended (schema.DEATH)

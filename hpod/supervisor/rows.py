@@ -93,6 +93,7 @@ class QueuedJob:
     after_job: int | None  # the job it waits for (enqueue --after, a ladder's rung below)
     after_search: bool  # for that job's search only (a ladder rung), not its end
     no_ladder: bool  # queued with --no-ladder: no transfer from smaller budgets
+    seeds_finished: int  # the best trial's seed runs finished so far
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> QueuedJob:

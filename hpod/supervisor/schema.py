@@ -89,6 +89,10 @@ MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN after_search INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN no_ladder INTEGER NOT NULL DEFAULT 0
     """,
+    # seeds_finished: the best trial's seed runs finished, for the job's time left and `now`
+    """
+    ALTER TABLE jobs ADD COLUMN seeds_finished INTEGER NOT NULL DEFAULT 0
+    """,
 )
 # A job waiting for another is claimed once that one has ended (or is gone), or, waiting only for
 # its search, has finished the search's trials; `j` is the job considered.

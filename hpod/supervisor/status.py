@@ -13,6 +13,7 @@ from pathlib import Path
 from hpod.guard.sensors import default_readers, read_all
 from hpod.storage import shown_url
 from hpod.supervisor.liveness import is_dead
+from hpod.supervisor.planning import time_left
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.rows import DaemonEntry, JobState, QueuedJob
 
@@ -22,11 +23,7 @@ DAEMON_SILENT_S = 90  # a daemon whose heartbeat is older than this is shown as 
 def job_status(job: QueuedJob, waits_for: int | None = None) -> dict:
     """A job's row of `hpod status`; `waits_for`: the job it may not be claimed before."""
     done, target = job.trials_finished, job.target
-    eta = None
-    if job.state == JobState.RUNNING and 0 < done < target:
-        eta = job.run_s / done * (target - done)
-    elif job.state == JobState.RUNNING and done < target:
-        eta = first_trial_eta(job, target - done)
+    eta = time_left(job) if job.state == JobState.RUNNING else None
     return {
         "id": job.id,
         "study": job.study_name,
@@ -49,23 +46,14 @@ def job_status(job: QueuedJob, waits_for: int | None = None) -> dict:
         "attempts": job.attempts,
         "elapsed_s": job.run_s,
         "eta_s": eta,
+        "seeds_finished": job.seeds_finished,
+        "final_seeds": job.spec.search.final_seeds,
         "last_error": job.last_error,
         "last_failure": job.last_failure,
         "waiting": job.waiting,
         "waits_for": waits_for,
         "storage": None if job.storage is None else shown_url(job.storage),  # no password in output
     }
-
-
-def first_trial_eta(job: QueuedJob, trials_left: int) -> float | None:
-    """Before any trial has finished: the running trial's measured step time × its planned
-    steps, less the steps it has run, plus as many more trials (early stopping and pruning
-    make it an upper bound)."""
-    if None in (job.trial_epochs, job.epoch_steps, job.step_s):
-        return None
-    trial_steps = job.trial_epochs * job.epoch_steps
-    ran = (job.current_epoch or 0) * job.epoch_steps + (job.current_step or 0)
-    return job.step_s * (max(0, trial_steps - ran) + (trials_left - 1) * trial_steps)
 
 
 def skill(loss: float | None, constant: float | None) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ class EpochRecord:
     train_loss: float
     val_loss: float
     best_val_loss: float | None = None  # the running minimum up to this epoch: what the objective returns
+    learning_rate: float | None = None  # the schedule's at the epoch's end
+    seconds: float | None = None  # training and validating it (since the resume, for a resumed epoch)
 
 
 @dataclass
@@ -175,6 +178,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config)
         self.steps_per_epoch = steps_per_epoch(dataset, config.effective_batch)
         self.schedule = make_schedule(self.optimizer, config, self.steps_per_epoch)
+        self.epoch_started = time.perf_counter()
         self.result = TrainResult(math.inf, -1, 0, baseline_loss(dataset), None)
         self.stopper = EarlyStopping(config.patience, config.min_delta * self.result.baseline_val_loss)
         self.position = Position()
@@ -205,6 +209,7 @@ class Trainer:
         return self.result
 
     def train_epoch(self, after_step: StepHook) -> float:
+        self.epoch_started = time.perf_counter()
         self.model.train()
         position, config = self.position, self.config
         if position.order is None:
@@ -253,7 +258,9 @@ class Trainer:
         val_loss, scores = evaluate(self.model, self.dataset, "val", self.config.device)
         warming_up = (epoch + 1) * self.steps_per_epoch < self.config.warmup_steps
         check_divergence(val_loss, result.baseline_val_loss, self.config.divergence_factor, epoch, warming_up)
-        record = EpochRecord(epoch, train_loss, val_loss, min(val_loss, result.best_val_loss))
+        seconds = time.perf_counter() - self.epoch_started
+        lr = self.schedule.get_last_lr()[0]
+        record = EpochRecord(epoch, train_loss, val_loss, min(val_loss, result.best_val_loss), lr, seconds)
         result.history.append(record)
         result.epochs_run = epoch + 1
         if val_loss < result.best_val_loss:

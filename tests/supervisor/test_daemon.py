@@ -63,6 +63,14 @@ def test_a_finished_search_runs_seed_runs_apart_and_the_evaluation_in_a_worker(s
     seed_mean = sum(tested["seed_val_losses"]) / 2
     assert shown[1].startswith(f"  result: val mean {seed_mean:.4f}±") and "2 seed runs" in shown[1]  # it leads
     assert f"test mean {sum(tested['seed_test_losses']) / 2:.4f}±" in shown[1]  # the seeds', not the best trial's
+    logged = hpod(state, "log", "1").stdout.splitlines()
+    best = search.best_trial.number
+    seeded = [line.split(" ", 1)[1].startswith(f"seed run of trial {best}: ") for line in logged]
+    assert seeded == [False, False, True, True]  # the search, then the seed runs, in time order
+    assert hpod(state, "log", STUDY, "-n", "1").stdout.splitlines() == logged[-1:]
+    epochs = hpod(state, "log", "1", "--trial", str(best)).stdout
+    curve = search.best_trial.user_attrs["learning_curve"][0]
+    assert f"{curve['val_loss']:.4f}" in epochs and f"{curve['learning_rate']:.2e}" in epochs and curve["seconds"] > 0
 
 
 def test_a_worker_killed_with_sigkill_fails_its_trial_alone(state, tmp_path):

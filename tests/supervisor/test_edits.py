@@ -116,6 +116,9 @@ def test_a_retried_job_resumes_its_study_and_one_extended_runs_more_trials(tmp_p
     enqueue(state, job_file, "--trials", "1")
     finish(start_daemon(state, "--until-idle"))
     first = study(state, STUDY).trials[0]
+    again = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h1", "--job", job_file, "--trials", "1")
+    assert again.returncode == 0 and again.stdout == "" and f"{STUDY} is already complete (1/1" in again.stderr
+    assert job_field(state, "id", 2) is None  # not queued again (nor re-timed)
     refused = hpod(state, "retry", "1")
     assert refused.returncode == 2 and "--trials N with N above 1" in refused.stderr.replace("`", "")
     assert hpod(state, "retry", STUDY, "--trials", "2").returncode == 0  # a study name names its job

@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 
+from hpod.supervisor.planning import plan_queue, run_seconds
 from hpod.supervisor.queue import Queue
+from hpod.supervisor.status import job_status
 from hpod.trial.memory import GIB
 from tests.helpers import enqueue, finish, hpod, start_daemon, status, wait_for, write_job
 
@@ -41,12 +43,32 @@ def test_status_gives_an_eta_and_step_progress_before_any_trial_has_finished(sta
 
     def first_trial_eta():
         [job] = status(state)["jobs"]
-        return job["trials_finished"] == 0 and job["eta_s"] is not None and job
+        return job["trials_finished"] == 0 and job["eta_s"] is not None and job["current_step"] is not None and job
 
     job = wait_for(first_trial_eta, timeout=120, what="an ETA during the first trial")
     assert job["eta_s"] > 0 and job["current_step"] is not None and job["epoch_steps"] > 0
     table = hpod(state, "status", "--wide").stdout
     assert re.search(rf"\bt\d+ e\d+ \d+/{job['epoch_steps']}\b", table), table
+    daemon.send_signal(signal.SIGTERM)
+    finish(daemon, timeout=60)
+
+
+def test_during_the_seed_runs_status_says_which_and_its_eta_is_plans_time_left(state, tmp_path):
+    enqueue(state, write_job(tmp_path, epochs=12, seeds=2))
+    daemon = start_daemon(state)
+
+    def seed_run_under_way():
+        job = Queue(state / "queue.db").job(1)
+        seeding = job.trials_finished == job.target and job.current_trial is not None and job.step_s is not None
+        return seeding and job
+
+    job = wait_for(seed_run_under_way, timeout=240, what="a seed run")
+    assert job_status(job)["eta_s"] == plan_queue([job], 24)[0]["left_s"] > 0  # one figure, not two
+    assert job_status(job)["eta_s"] >= run_seconds(job) * (2 - job.seeds_finished - 1)  # the seeds left
+    table = hpod(state, "status", "--wide").stdout
+    assert re.search(r"\bseed [12]/2 e\d+ \d+/\d+\b", table), table
+    [shown] = status(state)["jobs"]
+    assert shown["eta_s"] is not None
     daemon.send_signal(signal.SIGTERM)
     finish(daemon, timeout=60)
 
