@@ -64,6 +64,10 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+HOURS = FiniteRange(min=0, min_open=True, max=24 * 365 * 10)
+timeout_option = click.option("--timeout", type=HOURS, help="hours of running before the job ends")
+
+
 COUNT = click.IntRange(min=1, max=10**9)  # within SQLite's integers, far past any study
 
 

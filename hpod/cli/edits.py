@@ -7,14 +7,13 @@ import sys
 
 import click
 
-from hpod.cli.base import COUNT, FiniteRange, cli, job_argument, quiet_optuna, state_dir_option
+from hpod.cli.base import COUNT, cli, job_argument, quiet_optuna, state_dir_option, timeout_option
 from hpod.errors import HpodError
 from hpod.state import StateDir
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.rows import QueuedJob
 
 PRIORITY = click.IntRange(-(10**9), 10**9)
-HOURS = FiniteRange(min=0, min_open=True, max=24 * 365 * 10)
 
 
 def studies_options(command):
@@ -50,7 +49,7 @@ def retry(job, trials, state_dir) -> None:
 @job_argument()
 @click.option("--priority", type=PRIORITY, help="higher runs first")
 @click.option("--trials", type=COUNT, help="finished trials per study")
-@click.option("--timeout", type=HOURS, help="hours of running before the job ends")
+@timeout_option
 @state_dir_option
 def edit(job, priority, trials, timeout, state_dir) -> None:
     """Change a waiting job's priority, trials or timeout.

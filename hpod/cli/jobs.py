@@ -4,6 +4,7 @@ register on the `cli` group of base.py; main.py imports this module."""
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import json
 import time
@@ -179,11 +180,18 @@ def log(ref, follow, last, trial, state_dir) -> None:
     if trial is not None:
         show_trial_epochs(existing_study(state, job.study_name, job.storage), job, trial)
         return
-    if not follow and not log_paths(state, job.study_name):
+    feed = StudyLines(state, job, epochs=follow)
+    first = feed()
+    if not follow and not first and not log_paths(state, job.study_name):
         click.echo(f"job {job.id} ({job.study_name}, {job.state}): no trial has finished yet", err=True)
         return
     ended = (lambda: queue.job(job.id).ended) if follow else (lambda: True)
-    print_log(lambda: log_paths(state, job.study_name), ended, last)
+    more = iter([lambda: first])  # what was read for the check above, then the study read anew
+
+    def study_lines() -> list[str]:
+        return next(more, feed)()
+
+    print_log(lambda: log_paths(state, job.study_name), ended, last, study_lines)
 
 
 def log_paths(state: StateDir, study: str) -> list[Path]:
@@ -193,14 +201,14 @@ def log_paths(state: StateDir, study: str) -> list[Path]:
 
 
 def print_log(paths: Callable[[], list[Path]], ended: Callable[[], bool], last: int | None = None,
-              poll_s: float = FOLLOW_POLL_S) -> None:  # fmt: skip
-    """Print the logs' new lines, merged in time order (each begins with its time), from where
-    each was last read, until `ended` says so; lines written while it was asked still print.
-    The first batch is cut to its `last` lines."""
+              more: Callable[[], list[str]] = list, poll_s: float = FOLLOW_POLL_S) -> None:  # fmt: skip
+    """Print the logs' new lines and `more`'s, merged in time order (each begins with its time),
+    from where each was last read, until `ended` says so; lines written while it was asked
+    still print. The first batch is cut to its `last` lines."""
     offsets: dict[Path, int] = {}
     while True:
         done = ended()
-        lines = sorted(line for path in paths() for line in new_lines(path, offsets))
+        lines = sorted([*(line for path in paths() for line in new_lines(path, offsets)), *more()])
         if last is not None:
             lines, last = lines[-last:], None
         for line in lines:
@@ -222,6 +230,60 @@ def new_lines(path: Path, offsets: dict[Path, int]) -> list[str]:
     if seeds is None:
         return lines
     return [f"{when} seed run of trial {seeds}: {rest}" for when, _, rest in (line.partition(" ") for line in lines)]
+
+
+class StudyLines:
+    """What the trial logs do not hold, read from the job's studies: the guard's pauses, at the
+    time each began, and (following) each epoch of a running trial as it ends; each line once."""
+
+    def __init__(self, state: StateDir, job: QueuedJob, epochs: bool):
+        self.state, self.job, self.epochs = state, job, epochs
+        self.seen: set[tuple] = set()
+
+    def __call__(self) -> list[str]:
+        import optuna
+
+        from hpod.storage import open_storage
+
+        if self.job.storage is None and not self.state.optuna_db.exists():
+            return []
+        storage = open_storage(self.state.storage_url(self.job.storage), create=False)
+        study, seeds = self.job.study_name, f"{self.job.study_name}-seeds-t"
+        lines = []
+        for name in (n for n in optuna.get_all_study_names(storage) if n == study or n.startswith(seeds)):
+            run = "trial" if name == study else "seed run"
+            for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+                lines += self.pause_lines(name, run, trial) + self.epoch_lines(name, run, trial)
+        return lines
+
+    def pause_lines(self, name: str, run: str, trial) -> list[str]:
+        from hpod.logs import DATE_FORMAT
+        from hpod.records import PAUSES
+
+        return [
+            f"{dt.datetime.fromtimestamp(p['began']).astimezone().strftime(DATE_FORMAT)} {run} {trial.number} "
+            f"paused {p['seconds']:.0f} s: {p['reason']}"
+            for k, p in enumerate(trial.user_attrs.get(PAUSES, []))
+            if p.get("began") is not None and self.once(name, trial.number, "pause", k)
+        ]
+
+    def epoch_lines(self, name: str, run: str, trial) -> list[str]:
+        from optuna.trial import TrialState
+
+        from hpod.records import timestamp
+
+        if not self.epochs or trial.state != TrialState.RUNNING:
+            return []
+        return [
+            f"{timestamp()} {run} {trial.number} epoch {epoch}: best val {value:.4f}"
+            for epoch, value in sorted(trial.intermediate_values.items())
+            if self.once(name, trial.number, epoch)
+        ]
+
+    def once(self, *key) -> bool:
+        new = key not in self.seen
+        self.seen.add(key)
+        return new
 
 
 def show_trial_epochs(study, job: QueuedJob, number: int) -> None:

@@ -24,6 +24,7 @@ from hpod.cli.base import (
     quiet_optuna,
     state_dir_option,
     study_options,
+    timeout_option,
     wide_option,
 )  # fmt: skip
 from hpod.errors import HpodError
@@ -40,7 +41,9 @@ from hpod.tables import table_width
 
 @cli.command()
 @study_options
-def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, no_ladder) -> None:
+@timeout_option
+def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state_dir, storage, no_ladder,
+        timeout) -> None:  # fmt: skip
     """Run studies now, in the foreground.
 
     One after another, as the daemon would (each trial in its own worker; STOP_HPO, the guard and
@@ -57,7 +60,7 @@ def run(budget, horizon, trials, max_epochs, job_file, data, memory_limit, state
     quiet_optuna()
     request = (budget, horizon, job_file, data, trials, max_epochs, memory_limit, no_ladder)
     job, budgets, horizons = load_request(*request)
-    rows = prepare_jobs(job, budgets, horizons, storage=storage)  # all input checked before writing
+    rows = prepare_jobs(job, budgets, horizons, storage=storage, timeout_h=timeout)  # all checked before writing
     state = StateDir.resolve(state_dir).create()
     path = state.root / f"run-{os.getpid()}.db"  # `hpod status` and the daemons never see these jobs
     queue = Queue(path)
@@ -103,8 +106,7 @@ def show_run(state: StateDir, storage: str | None, ended: list) -> int:
 @click.option(
     "--priority", type=click.IntRange(-(10**9), 10**9), default=0, show_default=True, help="higher runs first"
 )
-@click.option("--timeout", type=FiniteRange(min=0, min_open=True, max=24 * 365 * 10),
-              help="hours of running before the job ends")  # fmt: skip
+@timeout_option
 @click.option(
     "--force",
     is_flag=True,

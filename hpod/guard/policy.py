@@ -81,6 +81,7 @@ class Pause:
     reason: str
     seconds: float
     shrink: bool  # it ended by halving the micro-batch, memory pressure having persisted
+    began: float | None = None  # when, as time.time(): what `hpod log` shows it at
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Guard:
         return self.pause("; ".join(b.text for b in pausing), poll, can_shrink)
 
     def pause(self, reason: str, poll: Callable[[], None], can_shrink: bool) -> bool:
-        started = self.clock()
+        started, began = self.clock(), time.time()
         log.warning("pausing: %s", reason)
         self.notify(reason)
         shrink = None
@@ -118,7 +119,7 @@ class Guard:
             shrink = self.wait_until_calm(started, poll, can_shrink)
         finally:  # a stop during the pause still counts it
             seconds = self.clock() - started
-            self.pauses.append(Pause(reason, seconds, bool(shrink)))
+            self.pauses.append(Pause(reason, seconds, bool(shrink), began))
             self.notify(None)
             self.last_check = self.clock()
         log.warning("resuming after %.0f s%s", seconds, " with the micro-batch halved" if shrink else "")
@@ -154,12 +155,12 @@ class Guard:
                 if exc.errno not in DISK_FULL or (started is not None and self.clock() - started > DISK_WAIT_S):
                     raise
                 if started is None:
-                    started, reason = self.clock(), f"disk full on {path.parent} ({exc.strerror})"
+                    started, began, reason = self.clock(), time.time(), f"disk full on {path.parent} ({exc.strerror})"
                     log.warning("pausing: %s", reason)
                     self.notify(reason)
                 self.sleep(self.spec.poll_s)
         if started is not None:
-            self.pauses.append(Pause(reason, self.clock() - started, False))
+            self.pauses.append(Pause(reason, self.clock() - started, False, began))
             self.notify(None)
             log.warning("resuming after %.0f s: %s written", self.clock() - started, path.name)
 

@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -206,6 +207,8 @@ def test_a_memory_floor_above_free_ram_pauses_the_running_trial_and_status_says_
     [trial] = study(state, STUDY).trials
     assert trial.state == TrialState.RUNNING  # stopped while paused, to be resumed
     assert trial.user_attrs["pauses"][0]["reason"].startswith("RAM available ")
+    [logged] = hpod(state, "log", "1").stdout.splitlines()  # the pause, at the time it began
+    assert re.match(r"\d{4}-\d\d-\d\dT[\d:]{8}[+-]\d{4} trial 0 paused \d+ s: RAM available ", logged), logged
     assert told.read_text().startswith("1 paused RAM available ")  # the guard's pause reaches the event command
 
 

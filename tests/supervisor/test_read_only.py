@@ -39,8 +39,9 @@ def test_a_read_only_state_directory_is_read_by_every_command_that_only_reads(re
 
 def test_commands_that_must_write_a_read_only_state_directory_say_so_in_one_line(read_only):
     mount, job_file = read_only
-    for command in (["enqueue", "--budget", "20K", "--horizon", "h1", "--job", job_file, "--no-estimate", "--force"],
-                    ["daemon", "--until-idle"], ["cancel", "1"], ["pause", "1"]):  # fmt: skip
+    for command in (["enqueue", "--budget", "30K", "--horizon", "h1", "--job", job_file, "--no-estimate", "--force"],
+                    ["daemon", "--until-idle"], ["cancel", "1"], ["pause", "1"], ["retry", "1", "--trials", "5"],
+                    ["edit", "1", "--priority", "3"], ["remove", "1"], ["clean"]):  # fmt: skip
         result = hpod(mount, *command)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, (command, result.stderr)
