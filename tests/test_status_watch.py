@@ -5,6 +5,7 @@ import fcntl
 import os
 import pty
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -27,20 +28,30 @@ def watch_in_terminal(state, columns: int, seconds: float = 4.0) -> tuple[str, i
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm"}
     command = [sys.executable, "-m", "hpod", "status", "--watch", "1", "--state-dir", str(state)]
-    process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env)
+    process = subprocess.Popen(  # Ctrl-C as a terminal delivers it, even under a shell that ignores it
+        command, stdin=follower, stdout=follower, stderr=follower, env=env, preexec_fn=default_sigint
+    )
     os.close(follower)
-    output, deadline = b"", time.monotonic() + seconds
-    while time.monotonic() < deadline or process.poll() is None:
-        if time.monotonic() >= deadline and process.poll() is None:
+    output, start, interrupted = b"", time.monotonic(), False
+    while process.poll() is None or select.select([leader], [], [], 0)[0]:
+        if time.monotonic() - start > seconds and not interrupted:
             process.send_signal(signal.SIGINT)
-            deadline = time.monotonic() + 30
+            interrupted = True
+        if time.monotonic() - start > seconds + 30:
+            process.kill()  # it did not leave on Ctrl-C: the exit code below fails the test
+        if not select.select([leader], [], [], 0.2)[0]:
+            continue
         try:
-            chunk = os.read(leader, 65536)
+            output += os.read(leader, 65536)
         except OSError:  # the terminal closed: the process has exited
             break
-        output += chunk
     os.close(leader)
     return output.decode(errors="replace"), process.wait(timeout=30)
+
+
+def default_sigint() -> None:
+    """A process started in the background of a non-interactive shell inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("columns", [80, 120])
