@@ -68,7 +68,7 @@ def open_storage(url: str, create: bool = True):
     if (read_only := read_only_uri(path)) is not None:  # its tables are there: no lock to take
         return sqlite_storage(f"sqlite:///{read_only}&uri=true", path, create=False)
     if not create:
-        return sqlite_storage(url, path, create=False)
+        return opened_while_not_created(url, path)
     with Path(f"{path}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         created = not path.exists()
@@ -76,6 +76,18 @@ def open_storage(url: str, create: bool = True):
         if created:
             match_umask(path)
         return storage
+
+
+def opened_while_not_created(url: str, path: Path):
+    """A reader's opening waits out a creation under way (the creator's lock, shared here): Optuna
+    stamps its schema version when it finds tables without one, so a reader opening between the
+    creator's tables and its stamp writes the stamp too, and the creator fails on it."""
+    lock_path = Path(f"{path}.lock")
+    if not lock_path.is_file():
+        return sqlite_storage(url, path, create=False)
+    with lock_path.open("r") as lock:  # read-only: a read-only state directory is read too
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        return sqlite_storage(url, path, create=False)
 
 
 def sqlite_storage(url: str, path: Path, create: bool):

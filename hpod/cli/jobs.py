@@ -180,18 +180,10 @@ def log(ref, follow, last, trial, state_dir) -> None:
     if trial is not None:
         show_trial_epochs(existing_study(state, job.study_name, job.storage), job, trial)
         return
-    feed = StudyLines(state, job, epochs=follow)
-    first = feed()
-    if not follow and not first and not log_paths(state, job.study_name):
-        click.echo(f"job {job.id} ({job.study_name}, {job.state}): no trial has finished yet", err=True)
-        return
     ended = (lambda: queue.job(job.id).ended) if follow else (lambda: True)
-    more = iter([lambda: first])  # what was read for the check above, then the study read anew
-
-    def study_lines() -> list[str]:
-        return next(more, feed)()
-
-    print_log(lambda: log_paths(state, job.study_name), ended, last, study_lines)
+    feed = StudyLines(state, job, epochs=follow)
+    if not print_log(lambda: log_paths(state, job.study_name), ended, last, feed) and not follow:
+        click.echo(f"job {job.id} ({job.study_name}, {job.state}): no trial has finished yet", err=True)
 
 
 def log_paths(state: StateDir, study: str) -> list[Path]:
@@ -201,11 +193,12 @@ def log_paths(state: StateDir, study: str) -> list[Path]:
 
 
 def print_log(paths: Callable[[], list[Path]], ended: Callable[[], bool], last: int | None = None,
-              more: Callable[[], list[str]] = list, poll_s: float = FOLLOW_POLL_S) -> None:  # fmt: skip
+              more: Callable[[], list[str]] = list, poll_s: float = FOLLOW_POLL_S) -> int:  # fmt: skip
     """Print the logs' new lines and `more`'s, merged in time order (each begins with its time),
     from where each was last read, until `ended` says so; lines written while it was asked
-    still print. The first batch is cut to its `last` lines."""
+    still print. The first batch is cut to its `last` lines. Returns the lines printed."""
     offsets: dict[Path, int] = {}
+    printed = 0
     while True:
         done = ended()
         lines = sorted([*(line for path in paths() for line in new_lines(path, offsets)), *more()])
@@ -213,8 +206,9 @@ def print_log(paths: Callable[[], list[Path]], ended: Callable[[], bool], last: 
             lines, last = lines[-last:], None
         for line in lines:
             click.echo(line)
+        printed += len(lines)
         if done:
-            return
+            return printed
         time.sleep(poll_s)
 
 
