@@ -48,6 +48,7 @@ bench: setup
 	$(PY) bench/throughput.py
 	$(PY) bench/pruning.py
 	$(PY) bench/overhead.py
+	$(PY) bench/calibration.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -232,13 +232,15 @@ def failure_lines(study: optuna.Study) -> list[str]:
 
 def job_lines(job: dict, summary: dict) -> list[str]:
     """A job as `hpod show` heads it: state, settings, estimate."""
-    from hpod.study.duration import Estimate
+    from hpod.study.duration import Estimate, duration
 
     s = summary["settings"]
     cap = "" if s["max_epochs"] is None else f" (capped at {s['max_epochs']})"
     estimate = summary["estimate"]
     known = None if estimate is None else Estimate.from_dict(estimate)
     timed = "none (--no-estimate, or nothing could be timed here)" if known is None else known.describe()
+    if known is not None and job["state"] == "done":  # how it landed, so the next one can be judged
+        timed += f"; took {duration(job['elapsed_s'])}, {job['elapsed_s'] / known.expected_s:.2f}× its expected"
     return [
         f"job {job['id']} {job['study']}: {job['state']}, {job['trials_finished']}/{job['n_trials']} trials, "
         f"priority {s['priority']}" + ("" if s["timeout_h"] is None else f", timeout {s['timeout_h']:g} h"),
@@ -246,7 +248,7 @@ def job_lines(job: dict, summary: dict) -> list[str]:
         f"batch {s['effective_batch']}, {s['final_seeds']} seed runs, device {s['device']}",
         f"  storage: {s['storage']}" + ("" if s["on_event"] is None else f"; on_event: {s['on_event']}"),
         f"  estimate: {timed}",
-        *[f"    {note}" for note in (() if known is None else known.notes)],
+        *[f"    {note}" for note in (() if known is None else (known.rests_on, *known.notes))],
         *([f"  {job['state']}: {job['last_error']}"] if job["state"] == "failed" and job["last_error"] else []),
         *([f"  last failure: {job['last_failure']}"] if job["last_failure"] else []),
     ]

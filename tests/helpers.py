@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
+from hpod.records import DEVICE, EPOCHS_RUN, LEARNING_CURVE, WORKER
 from hpod.storage import open_storage
 
 TEST_JOB = """
@@ -131,3 +133,15 @@ def answered_within(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def finished_trial(
+    state: TrialState, host: str | None, device: str, epochs: int, epoch_s: float, params: int = 30_000
+) -> FrozenTrial:
+    """A trial as a worker on `host` records it (None: an imported one, with no worker)."""
+    attrs = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "param_count": params, DEVICE: device}
+    attrs |= {EPOCHS_RUN: epochs, LEARNING_CURVE: [{"epoch": e, "seconds": epoch_s} for e in range(epochs)]}
+    if host is not None:
+        attrs[WORKER] = f"{host}:4242:1796300000.00"
+    value = None if state == TrialState.FAIL else 0.5
+    return optuna.trial.create_trial(state=state, value=value, params={}, distributions={}, user_attrs=attrs)

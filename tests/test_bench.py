@@ -16,6 +16,7 @@ EXPECTED = {
     "overhead.py": ("hpod daemon path", "ratio", "hpod status with"),
     "parallel.py": ("trials per hour", "workers x 1 thread", "PostgreSQL"),
     "transfer.py": ("independent / ladder", "1-epoch+K", "sources"),
+    "calibration.py": ("actual / calibrated middle", "calibrated on"),
 }
 
 

@@ -136,7 +136,8 @@ def enqueue(
     """
     from hpod.keyed_file import KeyedFile
     from hpod.supervisor.enqueue import complete_studies, prepare_jobs
-    from hpod.trial.device import check_device
+    from hpod.supervisor.history import measured_calibration
+    from hpod.trial.device import check_device, pick_device
 
     request = (budget, horizon, job_file, data, trials, max_epochs, memory_limit, no_ladder)
     job, budgets, horizons = load_request(*request)
@@ -147,6 +148,8 @@ def enqueue(
     known = times.read()
     options = {"storage": storage, "priority": priority, "timeout_h": timeout, "force": force}
     options["step_times"] = None if no_estimate else known
+    if not no_estimate:
+        options["calibration"] = measured_calibration(state, job.name, pick_device(job.train.device))
     complete = complete_studies(job, budgets, horizons, state.storage_url(storage))
     for name, count in complete.items():
         click.echo(f"note: {name} is already complete ({count}/{job.search.n_trials} trials): not queued; "
@@ -170,7 +173,7 @@ def enqueue(
         click.echo(json.dumps(shown, indent=2))
     for j in [] if as_json else queued:
         click.echo(f"{j.id}\t{j.study_name}\t{'no estimate' if j.estimate is None else j.estimate.describe()}")
-        for note in () if j.estimate is None else j.estimate.notes:
+        for note in () if j.estimate is None else (j.estimate.rests_on, *j.estimate.notes):
             click.echo(f"note: {j.study_name}: {note}", err=True)
 
 

@@ -16,14 +16,36 @@ class Estimate:
     study_s: tuple[float, float]  # the target's trials and the seed runs
     timed: dict[str, float]  # architecture key → seconds per epoch
     notes: tuple[str, ...] = ()  # what was measured otherwise than by timing the architecture itself
+    calibrated_run_s: float | None = None  # a run's expected seconds from this machine's earlier runs of the job file
+    runs: int | None = None  # the study's runs: its target's trials and the seed runs
+    basis: str | None = None  # what the calibrated figure rests on
+
+    @property
+    def expected_run_s(self) -> float:
+        """A run's expected seconds: calibrated when runs of this job file finished here, else
+        the timed range's geometric middle."""
+        if self.calibrated_run_s is not None:
+            return self.calibrated_run_s
+        return math.sqrt(self.trial_s[0] * self.trial_s[1])
 
     @property
     def expected_s(self) -> float:
-        """The range's geometric middle: what the refusal threshold is held against."""
+        """The study's expected seconds: what the refusal threshold is held against and `plan`
+        uses before a run has finished."""
+        if self.calibrated_run_s is not None and self.runs is not None:
+            return self.calibrated_run_s * self.runs
         return math.sqrt(self.study_s[0] * self.study_s[1])
 
     def describe(self) -> str:
-        return f"on {self.device}: epoch {span(self.epoch_s)}, trial {span(self.trial_s)}, study {span(self.study_s)}"
+        timed = f"epoch {span(self.epoch_s)}, trial {span(self.trial_s)}, study {span(self.study_s)}"
+        if self.calibrated_run_s is None:
+            return f"on {self.device}: {timed}; about {duration(self.expected_s)}, the range's middle"
+        return f"on {self.device}: about {duration(self.expected_s)}, calibrated; timed steps alone: {timed}"
+
+    @property
+    def rests_on(self) -> str:
+        """What the expected figure rests on, in a line."""
+        return self.basis or "timed steps only: no run of this job file has finished on this host and device"
 
     def as_dict(self) -> dict:
         return asdict(self) | {"expected_s": self.expected_s}
@@ -32,7 +54,8 @@ class Estimate:
     def from_dict(cls, data: dict) -> Estimate:
         """Back from `as_dict` (a queue row keeps it as JSON)."""
         spans = (tuple(data[name]) for name in ("epoch_s", "trial_s", "study_s"))
-        return cls(data["device"], *spans, data["timed"], tuple(data.get("notes", ())))
+        calibrated = (data.get(name) for name in ("calibrated_run_s", "runs", "basis"))
+        return cls(data["device"], *spans, data["timed"], tuple(data.get("notes", ())), *calibrated)
 
 
 def span(seconds: tuple[float, float]) -> str:

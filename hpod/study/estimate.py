@@ -16,16 +16,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from hpod.job import TrainSpec
+from hpod.study.calibration import Calibration
 from hpod.study.duration import Estimate
 from hpod.study.plan import StudyPlan
 from hpod.trial.data import Dataset
 from hpod.trial.device import pick_device
-from hpod.trial.grid import Arch, GridEntry, count_parameters
+from hpod.trial.grid import Arch, GridEntry, count_parameters, scaled_by_flops
 from hpod.trial.memory import GIB, estimate, feasible, job_limit
 from hpod.trial.model import DataShape
 from hpod.trial.probe import ChoiceCache, StepSeconds, fitting_micro_batches, predicted_peaks, time_micro_step
@@ -66,15 +68,6 @@ def representative(grid: list[GridEntry]) -> list[GridEntry]:
     ordered = sorted(grid, key=lambda e: (e.params, e.arch.key))
     picks = [ordered[0], ordered[len(ordered) // 2], ordered[-1]]
     return list({e.arch.key: e for e in picks}.values())
-
-
-def sample_flops(arch: Arch, shape: DataShape) -> int:
-    """Multiply-adds of one sample's forward pass: every patch through the embedding and each
-    block (its weights and its attention over the patches), then the head. Backward costs about
-    twice that in every part alike, so ratios between architectures hold for a training step."""
-    n, d = shape.n_patches, arch.d_model
-    block = 4 * d * d + 2 * d * arch.d_ff + 2 * n * d
-    return n * (shape.patch_len * shape.n_features * d + arch.n_layers * block) + n * d * shape.n_outputs
 
 
 def timed_rows(
@@ -194,22 +187,22 @@ def epoch_seconds(
 
 def scaled_epochs(timed: dict[str, float], skipped: list[GridEntry], shape: DataShape, timing: Timing) -> dict:
     """Epochs of the architectures not timed, from the timed one nearest in FLOPs."""
-    flops = {key: sample_flops(Arch.from_key(key), shape) for key in timed}
     scaled = {}
     for entry in skipped:
-        own = sample_flops(entry.arch, shape)
-        source = min(flops, key=lambda key: abs(math.log(flops[key] / own)))
-        scaled[entry.arch.key] = timed[source] * own / flops[source]
+        scaled[entry.arch.key], source = scaled_by_flops(entry.arch, timed, shape)
         why = timing.skipped.pop(entry.arch.key)
         timing.notes.append(f"{entry.arch.key} scaled from {source} by FLOPs ({why})")
     return scaled
 
 
-def estimate_study(plan: StudyPlan, dataset: Dataset, times: dict, timing: Timing | None = None) -> Estimate | None:
+def estimate_study(
+    plan: StudyPlan, dataset: Dataset, times: dict, timing: Timing | None = None, calibration: Calibration | None = None
+) -> Estimate | None:
     """The study's estimate; `times` holds the step times known (state/step_times.json) and gets
-    those timed now, for the caller to keep once the job is queued. None when no architecture
-    can train in this machine's memory (a study forced into the queue for a bigger machine), or
-    none could be timed within the timing's bounds."""
+    those timed now, for the caller to keep once the job is queued; `calibration`, what this
+    machine measured of the job file's earlier runs, gives its expected figure. None when no
+    architecture can train in this machine's memory (a study forced into the queue for a bigger
+    machine), or none could be timed within the timing's bounds."""
     device = pick_device(plan.job.train.device)
     limit = job_limit(plan.job.guard, device)
     timing = Timing.start(limit.bytes) if timing is None else timing
@@ -239,4 +232,19 @@ def estimate_study(plan: StudyPlan, dataset: Dataset, times: dict, timing: Timin
     runs = search.n_trials + search.final_seeds
     notes = tuple(timing.notes)
     timing.notes.clear()
-    return Estimate(device, epoch, trial, (runs * trial[0], runs * trial[1]), timed, notes)
+    estimate = Estimate(device, epoch, trial, (runs * trial[0], runs * trial[1]), timed, notes, runs=runs)
+    return estimate if calibration is None else calibrated(estimate, plan, calibration)
+
+
+def calibrated(estimate: Estimate, plan: StudyPlan, calibration: Calibration) -> Estimate:
+    """The estimate with a run's expected seconds from this machine's earlier runs of the job
+    file: the timed architectures' epochs at the measured speed, times the epochs runs of their
+    sizes trained, plus what a run cost besides (the mean over the architectures timed, as a
+    search samples across its grid)."""
+    params = {e.arch.key: e.params for e in plan.grid}
+    speed = 1.0 if calibration.speed is None else calibration.speed
+    extra = WORKER_START_S if calibration.overhead_s is None else calibration.overhead_s
+    epochs = {key: calibration.epochs_at(params[key], plan.max_epochs) for key in estimate.timed}
+    run_s = statistics.fmean(epochs[key] * seconds * speed + extra for key, seconds in estimate.timed.items())
+    basis = calibration.describe(statistics.fmean(epochs.values()))
+    return dataclasses.replace(estimate, calibrated_run_s=run_s, basis=basis)

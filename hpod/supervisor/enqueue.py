@@ -17,6 +17,7 @@ import optuna
 from hpod.errors import HpodError
 from hpod.job import JobSpec
 from hpod.study.budget import format_budget
+from hpod.study.calibration import Calibration
 from hpod.study.duration import Estimate, duration
 from hpod.study.estimate import Timing, estimate_study
 from hpod.study.plan import StudyPlan, plan_study
@@ -37,12 +38,14 @@ def prepare_jobs(
     timeout_h: float | None = None,
     force: bool = False,
     step_times: dict | None = None,
+    calibration: Calibration | None = None,
     skip: Collection[str] = (),
     announce: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Queue rows for every budget × horizon, after checking each: grid, memory, data, splits,
-    and, given the step times known (updated with those timed now), how long it will take
-    (refused past `search.max_days` unless forced). With `search.transfer` and several budgets,
+    and, given the step times known (updated with those timed now) and what this machine
+    measured of the job file's earlier runs, how long it will take (refused past
+    `search.max_days` unless forced). With `search.transfer` and several budgets,
     they are a ladder: per horizon, in ascending budget, each row waits for the one below
     (`after_row`, the index of that row). Studies named in `skip` (complete ones) get no row;
     `announce` is told what is being timed."""
@@ -55,7 +58,7 @@ def prepare_jobs(
     if step_times is not None:
         device = pick_device(job.train.device)
         timing = Timing.start(job_limit(job.guard, device).bytes, announce=announce)  # one bound for the enqueue
-        estimates = {p.name: estimate_study(p, datasets[p.horizon], step_times, timing) for p in plans}
+        estimates = {p.name: estimate_study(p, datasets[p.horizon], step_times, timing, calibration) for p in plans}
         for plan in plans:
             if estimates[plan.name] is not None:
                 check_duration(plan, estimates[plan.name], force)

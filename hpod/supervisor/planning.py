@@ -1,8 +1,8 @@
 """`hpod plan --hours H`: what of the queue fits in the given hours at the measured speeds, in the
 order the daemon will claim it, so that a user can size the night's queue. A job's time per run
 (trial or seed run) is, best first: its finished trials' mean, its running trial's measured step
-time × planned steps, or the estimate timed at enqueue; its time left is `time_left`, the same
-figure `hpod status` shows as its ETA."""
+time × planned steps, or the estimate made at enqueue (calibrated with the job file's earlier
+runs here); its time left is `time_left`, the same figure `hpod status` shows as its ETA."""
 
 from __future__ import annotations
 
@@ -19,10 +19,7 @@ def run_seconds(job: QueuedJob) -> float | None:
         return job.run_s / finished
     if None not in (job.step_s, job.epoch_steps, job.trial_epochs):
         return job.step_s * job.epoch_steps * job.trial_epochs
-    if job.estimate is not None:
-        low, high = job.estimate.trial_s
-        return math.sqrt(low * high)
-    return None
+    return None if job.estimate is None else job.estimate.expected_run_s
 
 
 def runs_left(job: QueuedJob) -> int:

@@ -6,6 +6,7 @@ architecture on torch's meta device (no memory) to prove the two agree.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -54,6 +55,24 @@ def count_parameters(arch: Arch, shape: DataShape) -> int:
     block = 4 * d * d + 2 * d * f + 9 * d + f  # qkv + proj, MLP, two LayerNorms, biases
     head = 2 * d + n * d * shape.n_outputs + shape.n_outputs  # final LayerNorm, flatten head
     return embed + arch.n_layers * block + head
+
+
+def sample_flops(arch: Arch, shape: DataShape) -> int:
+    """Multiply-adds of one sample's forward pass: every patch through the embedding and each
+    block (its weights and its attention over the patches), then the head. Backward costs about
+    twice that in every part alike, so ratios between architectures hold for a training step."""
+    n, d = shape.n_patches, arch.d_model
+    block = 4 * d * d + 2 * d * arch.d_ff + 2 * n * d
+    return n * (shape.patch_len * shape.n_features * d + arch.n_layers * block) + n * d * shape.n_outputs
+
+
+def scaled_by_flops(arch: Arch, seconds: dict[str, float], shape: DataShape) -> tuple[float, str]:
+    """`arch`'s seconds from those of the architecture keyed in `seconds` nearest it in FLOPs,
+    scaled by FLOPs; with that key."""
+    own = sample_flops(arch, shape)
+    flops = {key: sample_flops(Arch.from_key(key), shape) for key in seconds}
+    source = min(flops, key=lambda key: abs(math.log(flops[key] / own)))
+    return seconds[source] * own / flops[source], source
 
 
 def build_grid(spec: GridSpec, shape: DataShape, budget: int) -> list[GridEntry]:

@@ -17,11 +17,10 @@ from hpod.study.estimate import (
     micro_step_seconds,
     per_layer,
     representative,
-    sample_flops,
 )
 from hpod.study.plan import plan_study
 from hpod.supervisor.enqueue import check_duration
-from hpod.trial.grid import Arch, count_parameters
+from hpod.trial.grid import Arch, count_parameters, sample_flops
 from hpod.trial.memory import GIB, estimate
 from hpod.trial.probe import PeakMeter, can_measure
 

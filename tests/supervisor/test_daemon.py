@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ STUDY = "daemon-20K-h1"
 def test_the_daemon_runs_queued_jobs_to_done_and_status_reports_them(state, tmp_path):
     job_file = write_job(tmp_path, epochs=1)
     ids = enqueue(state, job_file, "--horizon", "h1,h5")
+    assert "timed steps only" in hpod(state, "show", str(ids[0])).stdout  # nothing of the job file has run here
     assert len(ids) == 2
     out = finish(start_daemon(state, "--until-idle"))
     jobs = {j["id"]: j for j in status(state)["jobs"]}
@@ -40,6 +42,15 @@ def test_the_daemon_runs_queued_jobs_to_done_and_status_reports_them(state, tmp_
     tested = study(state, STUDY).user_attrs["test_evaluation"]  # the best trial, once, on the test split
     assert tested["trial"] == study(state, STUDY).best_trial.number and tested["test_loss"] > 0
     assert len((state / "logs" / "daemon-20K-h5.log").read_text().splitlines()) == 2
+    expected = json.loads(hpod(state, "show", str(ids[0]), "--json").stdout)["job"]["estimate"]["expected_s"]
+    landed = f"{jobs[ids[0]]['elapsed_s'] / expected:.2f}× its expected"
+    assert landed in hpod(state, "show", str(ids[0])).stdout  # a done job says how its estimate landed
+    runs = sum(jobs[i]["trials_finished"] for i in ids)
+    per_run = sum(jobs[i]["elapsed_s"] for i in ids) / runs
+    again = hpod(state, "enqueue", "--budget", "20K", "--horizon", "h10", "--job", job_file, "--json")
+    [queued] = json.loads(again.stdout)  # the next enqueue of the job file rests on what these two measured
+    assert queued["estimate"]["basis"].startswith(f"calibrated on {runs} runs of 2 studies of daemon here: 1.0 epochs")
+    assert per_run / 2 < queued["estimate"]["calibrated_run_s"] < per_run * 2
 
 
 def test_a_finished_search_runs_seed_runs_apart_and_the_evaluation_in_a_worker(state, tmp_path):
