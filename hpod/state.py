@@ -20,6 +20,7 @@ SYSCONFDIR_VAR = "HPOD_SYSCONFDIR"  # where the system service's record lives (d
 RECORD_NAME = "state_dir"  # one line: the state directory a service installed by `hpod service install` uses
 SQLITE_TIMEOUT_S = 30  # readers such as `hpod status` must wait out a writer, not fail
 CREATING_S = 10.0  # a 0-byte database younger than this is being created, not damaged
+GROWING_S = 2.0  # a database shorter than its header says for longer than this is truncated, not growing
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write that waits for space rather than failing the trial
 FULL_BELOW = 1 << 20  # a write that failed with less free space than this ran out of it
 PRIVATE_UMASK = 0o077  # files the owner's alone (0600), directories 0700
@@ -167,6 +168,30 @@ def check_database(path: Path) -> None:
     if path in OPENED:
         return
     OPENED.append(path)  # before the checks: a file created by this open is this process's too
+    read = read_header(path)
+    if read is None:
+        return
+    header, info = read
+    if not header and time.time() - info.st_mtime < CREATING_S:
+        return  # another process created it a moment ago and has yet to write its first page
+    if not header:
+        raise DamagedError(damaged(path, "is empty (0 bytes)"))
+    if header[:16] != b"SQLite format 3\x00":  # a file named by mistake (--storage sqlite:////etc/passwd) or damage
+        raise DamagedError(f"{path} is not an SQLite database: name another file, or if hpod wrote it, {FIX}")
+    deadline = time.monotonic() + GROWING_S
+    while (short := missing_bytes(header, info.st_size)) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)  # a checkpoint writes the header's page before the pages that grow the file
+        read = read_header(path)
+        if read is None:
+            return
+        header, info = read
+    if short is not None:
+        raise DamagedError(damaged(path, f"is truncated ({info.st_size:,} of {short:,} bytes)"))
+
+
+def read_header(path: Path) -> tuple[bytes, os.stat_result] | None:
+    """The file's first 100 bytes and its size after reading them (so the size is no older than
+    the header); None when it is not there or cannot be read (the open that follows says why)."""
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):  # a FIFO would block the open below, and SQLite's
@@ -174,22 +199,17 @@ def check_database(path: Path) -> None:
             raise DamagedError(f"{path} {what}: an SQLite database is a file; move it away")
         with path.open("rb") as f:
             header = f.read(100)
-    except FileNotFoundError:
-        return
+            return header, os.fstat(f.fileno())
     except OSError:
-        return  # unreadable: the open that follows says why
-    size = info.st_size
-    if not header and time.time() - info.st_mtime < CREATING_S:
-        return  # another process created it a moment ago and has yet to write its first page
-    if not header:
-        raise DamagedError(damaged(path, "is empty (0 bytes)"))
-    if header[:16] != b"SQLite format 3\x00":  # a file named by mistake (--storage sqlite:////etc/passwd) or damage
-        raise DamagedError(f"{path} is not an SQLite database: name another file, or if hpod wrote it, {FIX}")
+        return None
+
+
+def missing_bytes(header: bytes, size: int) -> int | None:
+    """The size the header says the file has, when the file is shorter; else None."""
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size  # how SQLite writes 65536 in two bytes
     pages = int.from_bytes(header[28:32], "big")  # valid while the change counters agree
-    if header[24:28] == header[92:96] and pages * page_size > size:
-        raise DamagedError(damaged(path, f"is truncated ({size:,} of {pages * page_size:,} bytes)"))
+    return pages * page_size if header[24:28] == header[92:96] and pages * page_size > size else None
 
 
 OPENED: list[Path] = []  # the SQLite files this process opened, to name one an error finds damaged

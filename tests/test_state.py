@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 
 from hpod.errors import HpodError
-from hpod.state import StateDir
+from hpod.state import OPENED, DamagedError, StateDir, check_database
 from hpod.storage import open_storage
 from tests.conftest import TINY_JOB
 from tests.helpers import hpod
@@ -47,3 +53,51 @@ def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(tmp_pa
         open_storage(url)
     message = str(caught.value)
     assert "cannot be opened" in message and "s3cret" not in message and "\n" not in message
+
+
+def cut_database(tmp_path: Path) -> tuple[Path, bytes]:
+    """A real SQLite database cut short of the pages its header counts; with the bytes cut."""
+    path = tmp_path / "cut.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x BLOB)")
+        db.executemany("INSERT INTO t VALUES (?)", [(os.urandom(2000),) for _ in range(40)])
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-8192])
+    return path, whole[-8192:]
+
+
+def test_a_database_shorter_than_its_header_says_is_truncated_unless_it_grows_to_it_meanwhile(tmp_path):
+    path, tail = cut_database(tmp_path)
+    with pytest.raises(DamagedError, match="is truncated"):
+        check_database(path)
+    OPENED.remove(path)
+    grower = threading.Timer(0.3, lambda: path.open("ab").write(tail))  # a checkpoint writes page 1 first
+    grower.start()
+    check_database(path)  # a writer finishing its checkpoint, not damage
+    grower.join()
+    OPENED.remove(path)
+
+
+def test_a_database_a_daemon_writes_and_checkpoints_is_never_judged_damaged_by_a_reader(tmp_path):
+    path = tmp_path / "busy.db"
+    writer = f"""
+import os, sqlite3, time
+db = sqlite3.connect({str(path)!r}, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("CREATE TABLE t (x BLOB)")
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    db.execute("INSERT INTO t VALUES (?)", (os.urandom(4000),))
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+"""
+    busy = subprocess.Popen([sys.executable, "-c", writer])
+    try:
+        checks = 0
+        while busy.poll() is None:
+            if path.exists():
+                check_database(path)  # raises on a file judged damaged
+                OPENED.remove(path)
+                checks += 1
+        assert busy.returncode == 0 and checks > 100
+    finally:
+        busy.kill()

@@ -23,14 +23,14 @@ LATEST_JOBS = 20  # the newest jobs of the job file read; older ones measured an
 
 
 def measured_calibration(state: StateDir, job_name: str, device: str) -> Calibration | None:
-    """The calibration from the newest jobs of `job_name` queued here; None when none has
-    finished a run on this host and device (or the state directory has no queue yet)."""
+    """The calibration from the newest jobs of `job_name` that a daemon started here; None when
+    none has finished a run on this host and device (or the state directory has no queue yet)."""
     if not state.queue_db.is_file():
         return None
     queue = Queue.existing(state)
     try:
         jobs = queue.queued_jobs(
-            "SELECT * FROM jobs WHERE job_name = ? ORDER BY id DESC LIMIT ?",
+            "SELECT * FROM jobs WHERE job_name = ? AND started IS NOT NULL ORDER BY id DESC LIMIT ?",
             (job_name, LATEST_JOBS),
         )
     finally:
@@ -60,7 +60,7 @@ def job_runs(job: QueuedJob, state: StateDir, storages: dict, device: str, alone
         names = [n for n in optuna.get_all_study_names(storage) if n == job.study_name or is_seed_study(n, job)]
         studies = [optuna.load_study(study_name=name, storage=storage) for name in names]
     except HpodError as exc:
-        log.info("%s: not read for the calibration: %s", job.study_name, exc)
+        log.debug("%s: not read for the calibration: %s", job.study_name, exc)
         return None
     held = job.run_s if alone and job.state == JobState.DONE else None
     estimate = job.estimate

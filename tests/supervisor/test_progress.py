@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 
+import optuna
 import pytest
 
+from hpod.storage import open_storage
 from hpod.supervisor.planning import plan_queue, run_seconds
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.status import job_status
 from hpod.trial.memory import GIB
-from tests.helpers import enqueue, finish, hpod, start_daemon, status, wait_for, write_job
+from tests.helpers import enqueue, finish, hpod, running_worker, start_daemon, status, wait_for, write_job
 
 STUDY = "daemon-20K-h1"
 
@@ -55,23 +57,31 @@ def test_status_gives_an_eta_and_step_progress_before_any_trial_has_finished(sta
     finish(daemon, timeout=60)
 
 
-@pytest.mark.slow  # timed out waiting for a seed run on CI's 2 cores once; test_tables covers `seed k/n`
+def seed_run_worker(state) -> int | None:
+    """The pid of a seed run's worker once it has ended an epoch: from the seed study itself, so
+    that a short run is seen whatever the queue's progress writes (every few seconds) caught of it."""
+    names = optuna.get_all_study_names(open_storage(f"sqlite:///{state / 'optuna.db'}", create=False))
+    seeds = [name for name in names if name.startswith(f"{STUDY}-seeds-t")]
+    found = running_worker(state, seeds[0]) if seeds else None
+    return None if found is None else found[1]
+
+
 def test_during_the_seed_runs_status_says_which_and_its_eta_is_plans_time_left(state, tmp_path):
     enqueue(state, write_job(tmp_path, epochs=12, seeds=2))
     daemon = start_daemon(state)
-
-    def seed_run_under_way():
+    worker = wait_for(lambda: (state / "optuna.db").exists() and seed_run_worker(state), timeout=240, what="a seed run")
+    os.kill(worker, signal.SIGSTOP)  # held mid-run, so that what status shows is what the test reads
+    try:
         job = Queue(state / "queue.db").job(1)
-        seeding = job.trials_finished == job.target and job.current_trial is not None and job.step_s is not None
-        return seeding and job
-
-    job = wait_for(seed_run_under_way, timeout=240, what="a seed run")
-    assert job_status(job)["eta_s"] == plan_queue([job], 24)[0]["left_s"] > 0  # one figure, not two
-    assert job_status(job)["eta_s"] >= run_seconds(job) * (2 - job.seeds_finished - 1)  # the seeds left
-    table = hpod(state, "status", "--wide").stdout
-    assert re.search(r"\bseed [12]/2 e\d+ \d+/\d+\b", table), table
-    [shown] = status(state)["jobs"]
-    assert shown["eta_s"] is not None
+        assert job.trials_finished == job.target and job.current_trial is not None, job
+        assert job_status(job)["eta_s"] == plan_queue([job], 24)[0]["left_s"] > 0  # one figure, not two
+        assert job_status(job)["eta_s"] >= run_seconds(job) * (2 - job.seeds_finished - 1)  # the seeds left
+        table = hpod(state, "status", "--wide").stdout
+        assert re.search(r"\bseed [12]/2 e\d+ \d+/\d+\b", table), table
+        [shown] = status(state)["jobs"]
+        assert shown["eta_s"] is not None
+    finally:
+        os.kill(worker, signal.SIGCONT)
     daemon.send_signal(signal.SIGTERM)
     finish(daemon, timeout=60)
 
