@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import os
-import select
 import signal
 import threading
 import time
@@ -31,7 +30,7 @@ from hpod.state import StateDir, is_damage
 from hpod.study.duration import short_duration
 from hpod.supervisor.backup import BACKUP_EVERY_S, back_up
 from hpod.supervisor.events import announce, job_commands
-from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch, judge
+from hpod.supervisor.handle import TrialOutcome, TrialProcess, WorkerWatch, judge, wait_for_reports
 from hpod.supervisor.held_job import DONE, HeldJob, Running, Verdict, failure
 from hpod.supervisor.hosts import DEFAULT_GRACE_S
 from hpod.supervisor.liveness import host_name, is_dead, process_id
@@ -322,7 +321,7 @@ class Daemon:
     def watch(self, running: list[Running]) -> None:
         """Read every worker's reports (waiting up to half a second for any), steer each, and
         reap those that exited."""
-        select.select([r.worker.reports_fd for r in running], [], [], 0.5)
+        wait_for_reports([r.worker for r in running], 0.5)
         for run in running:
             for report in run.worker.reports(timeout=0):
                 self.on_report(run, report)

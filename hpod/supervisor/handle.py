@@ -20,6 +20,7 @@ from hpod.guard.sensors import oom_kills
 from hpod.supervisor.messages import Command, Outcome, Phase, Report, ReportKind, Task
 
 log = logging.getLogger(__name__)
+EXITING_POLL_S = 0.05  # how often a worker that closed its report pipe is checked for its exit
 STEP_RECORD_S = 5.0  # how often a running trial's step progress goes to the queue
 
 
@@ -84,6 +85,16 @@ class WorkerWatch:
         return (now - since) / (done - start) if done > start else None
 
 
+def wait_for_reports(workers: list[TrialProcess], timeout: float) -> list[int]:
+    """Wait up to `timeout` seconds for a report from any worker; the report pipes ready. A
+    worker that closed its end (its interpreter is shutting down) is left out of the wait, which
+    would return at once, tens of thousands of times a second, until it exits; the wait is then
+    at most EXITING_POLL_S, so that its exit is seen soon."""
+    open_fds = [w.reports_fd for w in workers if not w.closed]
+    wait = timeout if len(open_fds) == len(workers) else min(timeout, EXITING_POLL_S)
+    return select.select(open_fds, [], [], wait)[0]
+
+
 class TrialProcess:
     """The daemon's handle on one worker: start it, talk to it, watch it."""
 
@@ -97,6 +108,7 @@ class TrialProcess:
         )
         os.close(write_fd)
         self.reports_fd, self.buffer = read_fd, b""
+        self.closed = False  # the worker closed its end (it is exiting): its fd is always readable now
         self.process = psutil.Process(self.proc.pid)
         self.peak_rss = 0
         self.last_report = time.monotonic()
@@ -121,9 +133,9 @@ class TrialProcess:
     def reports(self, timeout: float) -> list[Report]:
         """Reports that arrive within `timeout` seconds; also samples the worker's RSS."""
         self.sample_rss()
-        ready, _, _ = select.select([self.reports_fd], [], [], timeout)
-        if ready:
+        if wait_for_reports([self], timeout):
             chunk = os.read(self.reports_fd, 1 << 16)
+            self.closed = not chunk
             self.buffer += chunk
         *lines, self.buffer = self.buffer.split(b"\n")
         if lines:

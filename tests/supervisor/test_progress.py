@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import optuna
-import pytest
 
 from hpod.storage import open_storage
 from hpod.supervisor.planning import plan_queue, run_seconds

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from hpod.supervisor.handle import TrialProcess, describe_exit
+from hpod.supervisor.handle import EXITING_POLL_S, TrialProcess, describe_exit
 from hpod.supervisor.messages import Command, Outcome, Phase, Report, ReportKind, Task
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.rows import QueuedJob
@@ -25,17 +25,24 @@ def task(job: QueuedJob, state: str) -> Task:
     return Task(job, state, Phase.SEARCH, Slot(0, None, None, 1.0))
 
 
-def drain(worker: TrialProcess, seconds: float) -> tuple[list[Report], int]:
+def drain(worker: TrialProcess, seconds: float, waits: list[float] | None = None) -> tuple[list[Report], int]:
+    """The worker's reports and exit code; `waits` gets the seconds each wait for reports took."""
     reports, deadline = [], time.monotonic() + seconds
     while worker.alive() and time.monotonic() < deadline:
+        began = time.monotonic()
         reports += worker.reports(timeout=0.5)
+        if waits is not None:
+            waits.append(time.monotonic() - began)
     code, rest = worker.finish()
     return [*reports, *rest], code
 
 
 def test_a_worker_runs_one_trial_and_reports_its_start_epochs_and_end(tmp_path):
-    reports, code = drain(TrialProcess(task(*queued_job(tmp_path, epochs=1))), 120)
+    waits: list[float] = []
+    reports, code = drain(TrialProcess(task(*queued_job(tmp_path, epochs=1))), 120, waits)
     kinds = [r.kind for r in reports]
+    instant = [w for w in waits if w < EXITING_POLL_S / 2]
+    assert len(instant) <= len(reports), len(instant)  # no wait returns at once but for a report (no busy loop)
     assert kinds[0] == ReportKind.STARTED and ReportKind.EPOCH in kinds
     assert reports[-1] == Report(ReportKind.FINISHED, trial=0, outcome=Outcome.COMPLETE) and code == 0
 
