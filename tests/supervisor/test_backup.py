@@ -48,8 +48,13 @@ def test_the_daemon_backs_up_both_databases_at_a_job_boundary(finished_state):
     assert hpod(finished_state, "doctor").returncode == 0
 
 
-@pytest.mark.parametrize("how", ["empty", "truncated", "overwritten", "header"])
-@pytest.mark.parametrize("name", ["queue.db", "optuna.db"])
+DAMAGE = [(name, how) for name in ("queue.db", "optuna.db") for how in ("empty", "truncated", "overwritten", "header")]
+FAST = {("queue.db", "empty"), ("optuna.db", "truncated")}  # one kind a database in `make test`, every kind when slow
+
+
+@pytest.mark.parametrize(
+    ("name", "how"), [pytest.param(*case, marks=() if case in FAST else pytest.mark.slow) for case in DAMAGE]
+)
 def test_a_damaged_database_is_one_line_everywhere_and_the_doctor_restores_it(finished_state, tmp_path, name, how):
     state = tmp_path / "state"
     shutil.copytree(finished_state, state)

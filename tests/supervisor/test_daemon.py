@@ -248,6 +248,7 @@ def test_a_job_whose_daemon_keeps_dying_in_its_trial_without_progress_fails_inst
     assert job["state"] == "failed" and "died 2 times" in job["last_error"], out
 
 
+@pytest.mark.slow  # a crash test (27 s on CI's 2 cores); a daemon dying in its trial stays in `make test`
 def test_deaths_of_the_daemon_right_after_a_claim_do_not_count_and_the_job_goes_on(state, tmp_path):
     enqueue(state, write_job(tmp_path, epochs=1, crashes=2))
     for attempt in range(1, 4):

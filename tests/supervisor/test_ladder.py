@@ -3,6 +3,7 @@ upper rung warm-started from the lower one, and resumable after kill -9 like any
 
 import sqlite3
 
+import pytest
 from optuna.trial import TrialState
 
 from hpod.records import TRANSFER, TRANSFERRED_FROM
@@ -52,6 +53,7 @@ def test_a_ladder_runs_rung_after_rung_and_the_upper_rung_starts_from_the_lower_
     assert f"30K h1: {told}" in " ".join(hpod(state, "report", "--wide").stdout.split())
 
 
+@pytest.mark.slow  # a crash test (51 s on CI's 2 cores); the ladder's run rung after rung stays in `make test`
 def test_a_warm_started_study_killed_with_sigkill_resumes_its_transferred_trial_once(state, tmp_path):
     ladder(state, tmp_path, epochs=12)
     daemon = start_daemon(state)
