@@ -82,6 +82,7 @@ def test_two_daemons_wait_out_a_postgresql_restart_and_finish_the_study_at_its_t
     assert not any("failed" in line for line in log_lines(states["alpha"] / "logs" / f"{STUDY}.log")), "a trial failed"
 
 
+@pytest.mark.slow  # 44 s on CI's 2 cores; waiting out an outage stays in `make test` (the PostgreSQL restart)
 def test_local_jobs_run_while_a_shared_storage_is_away_which_fails_its_job_only_past_the_limit(tmp_path, server):
     url = server.new_database()
     state, job_file = tmp_path / "state", write_job(tmp_path, epochs=1)

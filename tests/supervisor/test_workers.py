@@ -43,6 +43,7 @@ def test_two_workers_train_at_once_and_the_study_ends_at_its_target_exactly(stat
     assert "2 worker slot(s)" in out
 
 
+@pytest.mark.slow  # 19 s on CI's 2 cores; two workers on one job stay in `make test`
 def test_a_job_with_fewer_trials_left_than_slots_lets_the_next_job_use_them(state, tmp_path):
     job_file = write_job(tmp_path, epochs=3)
     enqueue(state, job_file, "--budget", "20K,30K", "--trials", "1", "--no-ladder")  # independent: may overlap
