@@ -21,7 +21,12 @@ SEEDS_OF = "seeds_of"  # user attr of a seed study: the search study it belongs 
 
 
 def seed_study_name(study_name: str, best_number: int) -> str:
-    return f"{study_name}-seeds-t{best_number}"
+    return f"{seed_study_prefix(study_name)}{best_number}"
+
+
+def seed_study_prefix(study_name: str) -> str:
+    """What the names of a search study's seed studies begin with (one per best trial seeded)."""
+    return f"{study_name}-seeds-t"
 
 
 def open_seed_study(plan: StudyPlan, storage, best: FrozenTrial) -> optuna.Study:

@@ -12,6 +12,7 @@ import optuna
 from hpod.errors import HpodError
 from hpod.state import StateDir
 from hpod.study.calibration import Calibration, JobRuns, calibrate, finished_runs, same_device
+from hpod.study.seeds import seed_study_prefix
 from hpod.supervisor.liveness import host_name
 from hpod.supervisor.queue import Queue
 from hpod.supervisor.rows import JobState, QueuedJob
@@ -69,4 +70,4 @@ def job_runs(job: QueuedJob, state: StateDir, storages: dict, device: str, alone
 
 
 def is_seed_study(name: str, job: QueuedJob) -> bool:
-    return name.startswith(f"{job.study_name}-seeds-t")
+    return name.startswith(seed_study_prefix(job.study_name))
